@@ -168,7 +168,63 @@ pub(crate) enum SessionCrypto {
     Gcm(GcmKeys),
 }
 
+/// Raw session keys of one kind (SRTP or SRTCP), bypassing the KDF. Only for known-answer tests
+/// whose vectors start from session keys (RFC 7714 §16, §17); real sessions derive them.
+#[derive(Clone)]
+pub struct RawSessionKeys<'a> {
+    pub encryption_key: &'a [u8],
+    pub salt: &'a [u8],
+    /// HMAC-SHA1 key (20 bytes) for AES-CM profiles; ignored for GCM.
+    pub auth_key: &'a [u8],
+}
+
+impl core::fmt::Debug for RawSessionKeys<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("RawSessionKeys(<redacted>)")
+    }
+}
+
 impl SessionCrypto {
+    /// Builds session crypto from raw session keys (known-answer tests only).
+    pub(crate) fn from_raw(profile: SrtpProfile, raw: &RawSessionKeys<'_>) -> Result<Self> {
+        let bad = |got: usize, want: usize| Error::KeyLength {
+            suite: profile.name(),
+            got,
+            want,
+        };
+        if raw.encryption_key.len() != profile.key_len() {
+            return Err(bad(raw.encryption_key.len(), profile.key_len()));
+        }
+        if raw.salt.len() != profile.salt_len() {
+            return Err(bad(raw.salt.len(), profile.salt_len()));
+        }
+        if profile.is_aead() {
+            let alg = if profile.key_len() == 32 {
+                &AES_256_GCM
+            } else {
+                &AES_128_GCM
+            };
+            let aead = LessSafeKey::new(
+                UnboundKey::new(alg, raw.encryption_key).map_err(|_| Error::Crypto)?,
+            );
+            let mut salt = Zeroizing::new([0u8; 12]);
+            salt.copy_from_slice(raw.salt);
+            Ok(SessionCrypto::Gcm(GcmKeys { aead, salt }))
+        } else {
+            if raw.auth_key.len() != 20 {
+                return Err(bad(raw.auth_key.len(), 20));
+            }
+            let cipher = EncryptingKey::ctr(
+                UnboundCipherKey::new(&AES_128, raw.encryption_key).map_err(|_| Error::Crypto)?,
+            )
+            .map_err(|_| Error::Crypto)?;
+            let mut salt = Zeroizing::new([0u8; 14]);
+            salt.copy_from_slice(raw.salt);
+            let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, raw.auth_key);
+            Ok(SessionCrypto::Cm(CmKeys { cipher, salt, auth }))
+        }
+    }
+
     /// Derives the session keys for SRTP (`rtcp == false`) or SRTCP.
     pub(crate) fn derive(master: &MasterKey, rtcp: bool) -> Result<Self> {
         let kdf = Kdf::new(master)?;

@@ -17,7 +17,7 @@ pub mod sdes;
 pub mod srtp;
 
 pub use error::{Error, Result};
-pub use keys::MasterKey;
+pub use keys::{MasterKey, RawSessionKeys};
 pub use packet::{
     ExtensionElement, ExtensionForm, HeaderExtension, RtcpHeader, RtpHeader, RtpPacket,
 };

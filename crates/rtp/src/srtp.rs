@@ -19,7 +19,7 @@ use aws_lc_rs::cipher::EncryptionContext;
 use aws_lc_rs::hmac;
 
 use crate::error::{Error, Result};
-use crate::keys::{CmKeys, MasterKey, SessionCrypto};
+use crate::keys::{CmKeys, MasterKey, RawSessionKeys, SessionCrypto};
 use crate::packet::{RtcpHeader, RtpHeader, RTCP_HEADER_LEN};
 use crate::profile::SrtpProfile;
 use crate::replay::{estimate_srtp_index, Estimate, ReplayWindow, Roc, DEFAULT_REPLAY_WINDOW};
@@ -180,7 +180,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// RFC 3711 §4.1.1: IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16).
 #[inline]
-fn cm_iv(salt: &[u8; 14], ssrc: u32, index: u64) -> [u8; 16] {
+pub(crate) fn cm_iv(salt: &[u8; 14], ssrc: u32, index: u64) -> [u8; 16] {
     let mut iv = [0u8; 16];
     iv[..14].copy_from_slice(salt);
     let s = ssrc.to_be_bytes();
@@ -219,7 +219,7 @@ fn gcm_srtcp_iv(salt: &[u8; 12], ssrc: u32, index: u32) -> [u8; 12] {
 }
 
 #[inline]
-fn cm_crypt(keys: &CmKeys, iv: [u8; 16], data: &mut [u8]) -> Result<()> {
+pub(crate) fn cm_crypt(keys: &CmKeys, iv: [u8; 16], data: &mut [u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -320,6 +320,34 @@ impl SrtpSession {
             window: policy.replay_window,
             max_streams: policy.max_streams,
             allow_repeat_tx: policy.allow_repeat_tx,
+            pending_roc: Default::default(),
+        })
+    }
+
+    /// A session keyed directly with session keys, skipping the KDF: only for known-answer tests
+    /// whose vectors give session keys (RFC 7714 §16, §17). Real sessions use [`Self::new`].
+    #[doc(hidden)]
+    pub fn from_session_keys(
+        profile: SrtpProfile,
+        srtp: &RawSessionKeys<'_>,
+        srtcp: &RawSessionKeys<'_>,
+    ) -> Result<Self> {
+        Ok(SrtpSession {
+            profile,
+            keys: vec![SessionKeys {
+                mki: Box::new([]),
+                srtp: SessionCrypto::from_raw(profile, srtp)?,
+                srtcp: SessionCrypto::from_raw(profile, srtcp)?,
+                usage: KeyUsage::default(),
+                srtp_limit: profile.max_srtp_packets(),
+                srtcp_limit: profile.max_srtcp_packets(),
+            }],
+            mki_len: 0,
+            active: 0,
+            streams: StreamMap::default(),
+            window: DEFAULT_REPLAY_WINDOW,
+            max_streams: DEFAULT_MAX_STREAMS,
+            allow_repeat_tx: false,
             pending_roc: Default::default(),
         })
     }
