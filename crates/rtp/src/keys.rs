@@ -164,7 +164,8 @@ pub(crate) struct GcmKeys {
 }
 
 pub(crate) enum SessionCrypto {
-    Cm(CmKeys),
+    // Boxed: the HMAC and AES key schedules make it large, and GCM sessions should not pay for it.
+    Cm(Box<CmKeys>),
     Gcm(GcmKeys),
 }
 
@@ -221,7 +222,7 @@ impl SessionCrypto {
             let mut salt = Zeroizing::new([0u8; 14]);
             salt.copy_from_slice(raw.salt);
             let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, raw.auth_key);
-            Ok(SessionCrypto::Cm(CmKeys { cipher, salt, auth }))
+            Ok(SessionCrypto::Cm(Box::new(CmKeys { cipher, salt, auth })))
         }
     }
 
@@ -256,7 +257,7 @@ impl SessionCrypto {
             let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth_key[..]);
             let mut salt = Zeroizing::new([0u8; 14]);
             kdf.derive(salt_l, &mut salt[..])?;
-            Ok(SessionCrypto::Cm(CmKeys { cipher, salt, auth }))
+            Ok(SessionCrypto::Cm(Box::new(CmKeys { cipher, salt, auth })))
         }
     }
 }

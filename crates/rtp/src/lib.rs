@@ -9,6 +9,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod error;
+pub mod keyring;
 pub mod keys;
 pub mod packet;
 pub mod profile;
@@ -17,6 +18,7 @@ pub mod sdes;
 pub mod srtp;
 
 pub use error::{Error, Result};
+pub use keyring::{KeyRing, Processed};
 pub use keys::{MasterKey, RawSessionKeys};
 pub use packet::{
     ExtensionElement, ExtensionForm, HeaderExtension, RtcpHeader, RtpHeader, RtpPacket,
@@ -24,4 +26,4 @@ pub use packet::{
 pub use profile::SrtpProfile;
 pub use replay::{ReplayWindow, Roc};
 pub use sdes::{CryptoAttribute, KeyParam, Mki, SessionParam};
-pub use srtp::{KeyUsage, SrtpPolicy, SrtpSession};
+pub use srtp::{KeyUsage, PacketKind, SrtpPolicy, SrtpSession};

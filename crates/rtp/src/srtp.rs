@@ -408,11 +408,18 @@ impl SrtpSession {
         Ok(())
     }
 
-    /// Sets the sender's ROC and last sequence number for an SSRC (e.g. to continue a stream).
+    /// Sets the index (`ROC * 2^16 + SEQ`) of the last packet the sender protected for an SSRC,
+    /// e.g. to continue a stream after a restart. That index counts as used: protecting it again
+    /// is refused like any other index reuse.
     pub fn set_tx_index(&mut self, ssrc: u32, index: u64) -> Result<()> {
+        if index > MAX_SRTP_INDEX {
+            return Err(Error::IndexExhausted { ssrc });
+        }
         let window = self.window;
         let s = self.stream_mut(ssrc)?;
-        s.srtp_tx = ReplayWindow::new(window, index)?;
+        let mut w = ReplayWindow::new(window, index)?;
+        w.add(&w.estimate_explicit(index));
+        s.srtp_tx = w;
         Ok(())
     }
 

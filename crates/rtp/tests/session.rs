@@ -225,3 +225,14 @@ fn late_joiner_with_signalled_roc() {
     rx.unprotect_rtp_vec(&mut p).unwrap();
     assert_eq!(p, rtp(101, 5, 30));
 }
+
+#[test]
+fn set_tx_index_marks_that_index_used() {
+    let (mut tx, _) = pair(SrtpProfile::AeadAes128Gcm);
+    tx.set_tx_index(3, 0xf17b).unwrap();
+    assert_eq!(
+        tx.protect_rtp_vec(&mut rtp(0xf17b, 3, 10)),
+        Err(Error::IndexReuse { index: 0xf17b })
+    );
+    tx.protect_rtp_vec(&mut rtp(0xf17c, 3, 10)).unwrap();
+}

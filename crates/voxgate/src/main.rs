@@ -1,1 +1,59 @@
-fn main() {}
+//! `voxgate`: one binary, many roles. Each subcommand is a thin driver over a sans-I/O core.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod srtp_cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "voxgate", version, about = "Secure, accountable voice over IP", long_about = None)]
+struct Cli {
+    /// Log output format (logs go to stderr; filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// SRTP tools: decrypt or encrypt the RTP/RTCP streams of a pcap/pcapng capture.
+    Srtp {
+        #[command(subcommand)]
+        command: srtp_cmd::SrtpCommand,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Srtp { command } => srtp_cmd::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("voxgate: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
