@@ -74,13 +74,30 @@ impl Dir {
 #[derive(Clone, Copy)]
 struct Run {
     packets: u64,
+    /// CPU time of the measuring thread.
     seconds: f64,
+    /// Wall-clock time of the same run.
+    wall: f64,
 }
 
 impl Run {
     fn pps(self) -> f64 {
         self.packets as f64 / self.seconds
     }
+}
+
+/// Runs are timed by the thread's CPU time, as in the C harness: the machine is shared, and a
+/// wall clock would also count the time other processes hold the core. The wall-clock time is
+/// reported beside it.
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn template() -> [u8; PKT_LEN] {
@@ -162,7 +179,8 @@ impl Ours {
         let mut sink = 0u8;
         let mut packets = 0u64;
         let mut n = self.tx_next;
-        let t0 = Instant::now();
+        let w0 = Instant::now();
+        let t0 = cpu_now();
         let mut elapsed;
         loop {
             for _ in 0..CHUNK {
@@ -176,16 +194,18 @@ impl Ours {
                 n = n.wrapping_add(1);
             }
             packets += CHUNK as u64;
-            elapsed = t0.elapsed().as_secs_f64();
+            elapsed = cpu_now() - t0;
             if elapsed >= secs {
                 break;
             }
         }
+        let wall = w0.elapsed().as_secs_f64();
         black_box(sink);
         self.tx_next = n;
         Run {
             packets,
             seconds: elapsed,
+            wall,
         }
     }
 
@@ -194,9 +214,11 @@ impl Ours {
         let mut sink = 0u8;
         let mut packets = 0u64;
         let mut total = 0.0;
+        let mut wall = 0.0;
         while total < secs {
             let mut rx = session(self.profile);
-            let t0 = Instant::now();
+            let w0 = Instant::now();
+            let t0 = cpu_now();
             for (slot, &len) in self.pre.chunks_exact(STRIDE).zip(&self.pre_len) {
                 work[..len].copy_from_slice(&slot[..len]);
                 match rx.unprotect_rtp(&mut work, len) {
@@ -205,7 +227,8 @@ impl Ours {
                 }
                 sink ^= work[PKT_LEN - 1];
             }
-            total += t0.elapsed().as_secs_f64();
+            total += cpu_now() - t0;
+            wall += w0.elapsed().as_secs_f64();
             packets += PRE_COUNT as u64;
             // The last packet must decrypt to the template's payload.
             assert_eq!(
@@ -219,6 +242,7 @@ impl Ours {
         Run {
             packets,
             seconds: total,
+            wall,
         }
     }
 }
@@ -289,8 +313,13 @@ impl Peer {
         let reply = self.request(&format!("run {suite} {} {secs}", dir.name()))?;
         let packets = field(&reply, "packets").and_then(|v| v.parse().ok());
         let seconds = field(&reply, "seconds").and_then(|v| v.parse().ok());
-        match (packets, seconds) {
-            (Some(packets), Some(seconds)) => Ok(Run { packets, seconds }),
+        let wall = field(&reply, "wall").and_then(|v| v.parse().ok());
+        match (packets, seconds, wall) {
+            (Some(packets), Some(seconds), Some(wall)) => Ok(Run {
+                packets,
+                seconds,
+                wall,
+            }),
             _ => Err(format!("bad reply from {}: {reply}", self.label)),
         }
     }
@@ -341,10 +370,44 @@ fn peer_paths() -> Vec<PathBuf> {
     Vec::new()
 }
 
-fn median(runs: &[Run]) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = runs.iter().map(|r| r.pps()).collect();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+/// Median, min, max packets/s (CPU time), median packets/s by the wall clock, and the share of
+/// the wall-clock time the measuring thread was on the CPU.
+struct Summary {
+    median: f64,
+    min: f64,
+    max: f64,
+    wall_median: f64,
+    cpu_share: f64,
+}
+
+impl Summary {
+    fn of(runs: &[Run]) -> Summary {
+        let mut v: Vec<f64> = runs.iter().map(|r| r.pps()).collect();
+        v.sort_by(f64::total_cmp);
+        let mut w: Vec<f64> = runs.iter().map(|r| r.packets as f64 / r.wall).collect();
+        w.sort_by(f64::total_cmp);
+        let cpu: f64 = runs.iter().map(|r| r.seconds).sum();
+        let wall: f64 = runs.iter().map(|r| r.wall).sum();
+        Summary {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+            wall_median: w[w.len() / 2],
+            cpu_share: cpu / wall,
+        }
+    }
+
+    fn line(&self, imp: &str, suite: &str, dir: Dir, runs: usize) -> String {
+        format!(
+            "srtp_bench impl={imp} suite={suite} dir={} pps={:.0} min={:.0} max={:.0} wall_pps={:.0} cpu_share={:.2} runs={runs}",
+            dir.name(),
+            self.median,
+            self.min,
+            self.max,
+            self.wall_median,
+            self.cpu_share
+        )
+    }
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -401,7 +464,7 @@ fn main() {
     let affinity = proc_field("/proc/self/status", "Cpus_allowed_list").unwrap_or_default();
     println!("# SRTP benchmark: {HDR_LEN}-byte header + {PAYLOAD_LEN}-byte payload, replay window {REPLAY_WINDOW}");
     println!(
-        "# cpu: {cpu}; allowed cpus: {affinity}; runs: {runs} x >= {secs} s (median), 1 warm-up"
+        "# cpu: {cpu}; allowed cpus: {affinity}; runs: {runs} x >= {secs} s of thread CPU time (median), 1 warm-up"
     );
     if affinity.contains(',') || affinity.contains('-') {
         println!("# note: not pinned to one core; bench/srtp/run.sh runs this under taskset -c 1");
@@ -463,11 +526,9 @@ fn main() {
                     acc.push(peer.run(suite, dir, secs).unwrap_or_else(|e| panic!("{e}")));
                 }
             }
-            let (med, lo, hi) = median(&our_runs);
-            println!(
-                "srtp_bench impl=voxgate suite={suite} dir={} pps={med:.0} min={lo:.0} max={hi:.0} runs={runs}",
-                dir.name()
-            );
+            let med = Summary::of(&our_runs);
+            println!("{}", med.line("voxgate", suite, dir, runs));
+            let med = med.median;
             let mut row = Row {
                 suite,
                 target: target_ratio(profile),
@@ -476,12 +537,12 @@ fn main() {
                 peers: Vec::new(),
             };
             for (peer, acc) in peers.iter().zip(&peer_runs) {
-                let (pm, plo, phi) = median(acc);
+                let sum = Summary::of(acc);
                 println!(
-                    "srtp_bench impl=libsrtp+{} suite={suite} dir={} pps={pm:.0} min={plo:.0} max={phi:.0} runs={runs}",
-                    peer.label,
-                    dir.name()
+                    "{}",
+                    sum.line(&format!("libsrtp+{}", peer.label), suite, dir, runs)
                 );
+                let pm = sum.median;
                 println!(
                     "srtp_bench_ratio suite={suite} dir={} vs=libsrtp+{} ratio={:.2}",
                     dir.name(),
@@ -509,8 +570,8 @@ fn print_table(rows: &[Row], peers: &[Peer]) {
         "-".repeat(15)
     );
     for p in peers {
-        header += &format!(" {:>18} |", format!("libsrtp+{} pkt/s", p.label_name()));
-        rule += &format!("{}:|", "-".repeat(19));
+        header += &format!(" {:>21} |", format!("libsrtp+{} pkt/s", p.label_name()));
+        rule += &format!("{}:|", "-".repeat(22));
     }
     for p in peers {
         header += &format!(" {:>12} |", format!("vs {}", p.label_name()));
@@ -528,8 +589,8 @@ fn print_table(rows: &[Row], peers: &[Peer]) {
         );
         for p in &r.peers {
             line += &match p {
-                Some(v) => format!(" {v:>18.0} |"),
-                None => format!(" {:>18} |", "n/a"),
+                Some(v) => format!(" {v:>21.0} |"),
+                None => format!(" {:>21} |", "n/a"),
             };
         }
         for p in &r.peers {

@@ -25,6 +25,9 @@ pub struct KeyRing {
     bound: HashMap<u32, usize>,
     /// Next key to hand to a new SSRC when protecting.
     next_for_protect: usize,
+    /// Copy of a packet under trial: a failed AEAD open leaves the buffer zeroed, so each key
+    /// must start from the original bytes.
+    scratch: Vec<u8>,
 }
 
 /// What happened to a packet given to the ring.
@@ -107,10 +110,13 @@ impl KeyRing {
             });
         }
         let mut last = Error::AuthTagMismatch;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&buf[..len]);
         for (key, e) in self.entries.iter_mut().enumerate() {
             if e.ssrc.is_some_and(|s| s != ssrc) {
                 continue;
             }
+            buf[..len].copy_from_slice(&self.scratch);
             match Self::run(&mut e.session, kind, false, buf, len) {
                 Ok(n) => {
                     self.bound.insert(ssrc, key);
@@ -125,6 +131,7 @@ impl KeyRing {
                 Err(err) => last = err,
             }
         }
+        buf[..len].copy_from_slice(&self.scratch);
         Err(match last {
             Error::UnknownMki | Error::Truncated { .. } => Error::AuthTagMismatch,
             e => e,
@@ -233,6 +240,31 @@ mod tests {
         let lc = c.len();
         assert_eq!(ring.unprotect(&mut c, lc), Err(Error::AuthTagMismatch));
         assert_eq!(ring.binding(0xc), None);
+    }
+
+    #[test]
+    fn a_failed_aead_trial_does_not_spoil_the_packet_for_the_next_key() {
+        // GCM first: its failed open zeroes the buffer; the AES-CM key after it must still see
+        // the original packet. And a packet no key takes is left as it came.
+        let pa = policy(SrtpProfile::AesCm128HmacSha1_80, 1);
+        let mut ring = KeyRing::new();
+        ring.add(policy(SrtpProfile::AeadAes256Gcm, 9), None)
+            .unwrap();
+        ring.add(pa.clone(), None).unwrap();
+        let mut tx = SrtpSession::new(pa).unwrap();
+        let mut a = rtp(1, 0xa);
+        tx.protect_rtp_vec(&mut a).unwrap();
+        let la = a.len();
+        assert_eq!(ring.unprotect(&mut a, la).unwrap().key, 1);
+        let mut ring = KeyRing::new();
+        ring.add(policy(SrtpProfile::AeadAes128Gcm, 9), None)
+            .unwrap();
+        let mut b = rtp(2, 0xa);
+        tx.protect_rtp_vec(&mut b).unwrap();
+        let orig = b.clone();
+        let lb = b.len();
+        assert!(ring.unprotect(&mut b, lb).is_err());
+        assert_eq!(b, orig);
     }
 
     #[test]

@@ -430,18 +430,21 @@ impl SrtpSession {
         Ok(())
     }
 
+    /// The stream of an SSRC, created on first use (one hash lookup either way).
     fn stream_mut(&mut self, ssrc: u32) -> Result<&mut Stream> {
-        if !self.streams.contains_key(&ssrc) {
-            if self.streams.len() >= self.max_streams {
-                return Err(Error::TooManyStreams {
-                    limit: self.max_streams,
-                });
+        let full = self.streams.len() >= self.max_streams;
+        match self.streams.entry(ssrc) {
+            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if full {
+                    return Err(Error::TooManyStreams {
+                        limit: self.max_streams,
+                    });
+                }
+                let roc = self.pending_roc.remove(&ssrc).unwrap_or(0);
+                Ok(v.insert(Stream::new(self.window, roc)?))
             }
-            let roc = self.pending_roc.remove(&ssrc).unwrap_or(0);
-            self.streams.insert(ssrc, Stream::new(self.window, roc)?);
         }
-        // Present: inserted above if it was missing.
-        self.streams.get_mut(&ssrc).ok_or(Error::Crypto)
     }
 
     fn key_for_mki(&self, mki: &[u8]) -> Result<usize> {
@@ -522,7 +525,9 @@ impl SrtpSession {
     }
 
     /// Verifies and decrypts the SRTP packet in `buf[..len]` in place (RFC 3711 §3.3) and returns
-    /// the RTP length. Replay state changes only for packets that authenticate.
+    /// the RTP length. Replay state changes only for packets that authenticate. On an error the
+    /// packet bytes are unspecified: a GCM packet that fails authentication is zeroed, never left
+    /// as unauthenticated plaintext. Keep a copy if the original is still needed.
     pub fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize> {
         let pkt = buf.get(..len).ok_or(Error::Truncated {
             len: buf.len(),
