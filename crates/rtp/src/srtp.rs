@@ -447,7 +447,11 @@ impl SrtpSession {
         }
     }
 
+    #[inline]
     fn key_for_mki(&self, mki: &[u8]) -> Result<usize> {
+        if self.mki_len == 0 {
+            return Ok(0);
+        }
         if self.keys.len() == 1 {
             return if *self.keys[0].mki == *mki {
                 Ok(0)
