@@ -2,10 +2,10 @@
 
 use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_128_GCM, AES_256_GCM};
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_256};
-use aws_lc_rs::hmac;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
+use crate::hmac_sha1::HmacSha1;
 use crate::profile::SrtpProfile;
 
 /// A master key, its master salt, and optionally its MKI and lifetime (RFC 3711 §8.1, RFC 4568
@@ -154,7 +154,7 @@ impl Kdf {
 pub(crate) struct CmKeys {
     pub(crate) cipher: EncryptingKey,
     pub(crate) salt: Zeroizing<[u8; 14]>,
-    pub(crate) auth: hmac::Key,
+    pub(crate) auth: HmacSha1,
 }
 
 /// Session keys of one direction kind for AES-GCM.
@@ -221,7 +221,7 @@ impl SessionCrypto {
             .map_err(|_| Error::Crypto)?;
             let mut salt = Zeroizing::new([0u8; 14]);
             salt.copy_from_slice(raw.salt);
-            let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, raw.auth_key);
+            let auth = HmacSha1::new(raw.auth_key);
             Ok(SessionCrypto::Cm(Box::new(CmKeys { cipher, salt, auth })))
         }
     }
@@ -254,7 +254,7 @@ impl SessionCrypto {
             .map_err(|_| Error::Crypto)?;
             let mut auth_key = Zeroizing::new([0u8; 20]);
             kdf.derive(auth_l, &mut auth_key[..])?;
-            let auth = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth_key[..]);
+            let auth = HmacSha1::new(&auth_key[..]);
             let mut salt = Zeroizing::new([0u8; 14]);
             kdf.derive(salt_l, &mut salt[..])?;
             Ok(SessionCrypto::Cm(Box::new(CmKeys { cipher, salt, auth })))

@@ -16,9 +16,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use aws_lc_rs::aead::{Aad, Nonce};
 use aws_lc_rs::cipher::EncryptionContext;
-use aws_lc_rs::hmac;
 
 use crate::error::{Error, Result};
+use crate::hmac_sha1::HmacSha1;
 use crate::keys::{CmKeys, MasterKey, RawSessionKeys, SessionCrypto};
 use crate::packet::{RtcpHeader, RtpHeader, RTCP_HEADER_LEN};
 use crate::profile::SrtpProfile;
@@ -229,16 +229,10 @@ pub(crate) fn cm_crypt(keys: &CmKeys, iv: [u8; 16], data: &mut [u8]) -> Result<(
         .map_err(|_| Error::Crypto)
 }
 
-/// HMAC-SHA1 over `parts`, full 20 bytes.
+/// HMAC-SHA1 over `a || b`, full 20 bytes.
 #[inline]
-fn hmac_sha1(key: &hmac::Key, a: &[u8], b: &[u8]) -> [u8; 20] {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(a);
-    ctx.update(b);
-    let tag = ctx.sign();
-    let mut out = [0u8; 20];
-    out.copy_from_slice(tag.as_ref());
-    out
+fn hmac_sha1(key: &HmacSha1, a: &[u8], b: &[u8]) -> [u8; 20] {
+    key.tag(a, b)
 }
 
 #[inline]
