@@ -1,10 +1,11 @@
 //! Master keys and the SRTP key derivation function (RFC 3711 §4.3, RFC 7714 §11).
 
-use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_128_GCM, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
+use crate::gcm::AesNiGcm;
 use crate::hmac_sha1::HmacSha1;
 use crate::profile::SrtpProfile;
 
@@ -159,8 +160,73 @@ pub(crate) struct CmKeys {
 
 /// Session keys of one direction kind for AES-GCM.
 pub(crate) struct GcmKeys {
-    pub(crate) aead: LessSafeKey,
+    pub(crate) aead: GcmCipher,
     pub(crate) salt: Zeroizing<[u8; 12]>,
+}
+
+/// AES-GCM: our short-packet implementation where the CPU has AES-NI and PCLMULQDQ (see
+/// `gcm.rs` for why), aws-lc-rs elsewhere.
+pub(crate) enum GcmCipher {
+    AesNi(Box<AesNiGcm>),
+    AwsLc(LessSafeKey),
+}
+
+impl GcmCipher {
+    pub(crate) fn new(key: &[u8]) -> Result<Self> {
+        match AesNiGcm::new(key) {
+            Some(k) => Ok(GcmCipher::AesNi(Box::new(k))),
+            None => Self::new_aws_lc(key),
+        }
+    }
+
+    pub(crate) fn new_aws_lc(key: &[u8]) -> Result<Self> {
+        let alg = if key.len() == 32 {
+            &AES_256_GCM
+        } else {
+            &AES_128_GCM
+        };
+        Ok(GcmCipher::AwsLc(LessSafeKey::new(
+            UnboundKey::new(alg, key).map_err(|_| Error::Crypto)?,
+        )))
+    }
+
+    /// Encrypts `data` in place; returns the 16-byte tag.
+    #[inline]
+    pub(crate) fn seal(&self, iv: [u8; 12], aad: &[u8], data: &mut [u8]) -> Result<[u8; 16]> {
+        match self {
+            GcmCipher::AesNi(k) => Ok(k.seal(&iv, aad, data)),
+            GcmCipher::AwsLc(k) => {
+                let tag = k
+                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), data)
+                    .map_err(|_| Error::Crypto)?;
+                let mut out = [0u8; 16];
+                out.copy_from_slice(tag.as_ref());
+                Ok(out)
+            }
+        }
+    }
+
+    /// Verifies and decrypts `ct_and_tag` (ciphertext followed by the 16-byte tag) in place.
+    /// On failure the ciphertext is left as it was (AES-NI path) or zeroed (aws-lc path),
+    /// never exposed as unauthenticated plaintext.
+    #[inline]
+    pub(crate) fn open(&self, iv: [u8; 12], aad: &[u8], ct_and_tag: &mut [u8]) -> Result<()> {
+        let n = ct_and_tag.len().checked_sub(16).ok_or(Error::AuthTagMismatch)?;
+        match self {
+            GcmCipher::AesNi(k) => {
+                let (ct, tag) = ct_and_tag.split_at_mut(n);
+                if k.open(&iv, aad, ct, tag) {
+                    Ok(())
+                } else {
+                    Err(Error::AuthTagMismatch)
+                }
+            }
+            GcmCipher::AwsLc(k) => k
+                .open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(aad), ct_and_tag)
+                .map(|_| ())
+                .map_err(|_| Error::AuthTagMismatch),
+        }
+    }
 }
 
 pub(crate) enum SessionCrypto {
@@ -205,9 +271,8 @@ impl SessionCrypto {
             } else {
                 &AES_128_GCM
             };
-            let aead = LessSafeKey::new(
-                UnboundKey::new(alg, raw.encryption_key).map_err(|_| Error::Crypto)?,
-            );
+            let _ = alg;
+            let aead = GcmCipher::new(raw.encryption_key)?;
             let mut salt = Zeroizing::new([0u8; 12]);
             salt.copy_from_slice(raw.salt);
             Ok(SessionCrypto::Gcm(GcmKeys { aead, salt }))
@@ -243,7 +308,8 @@ impl SessionCrypto {
             } else {
                 &AES_128_GCM
             };
-            let aead = LessSafeKey::new(UnboundKey::new(alg, &enc).map_err(|_| Error::Crypto)?);
+            let _ = alg;
+            let aead = GcmCipher::new(&enc)?;
             let mut salt = Zeroizing::new([0u8; 12]);
             kdf.derive(salt_l, &mut salt[..])?;
             Ok(SessionCrypto::Gcm(GcmKeys { aead, salt }))
@@ -300,6 +366,34 @@ mod tests {
                  6D6E919A48B610EF17C2041E47403576 6B68642C59BBFC2F34DB60DBDFB2"
             )
         );
+    }
+
+    #[test]
+    fn both_gcm_implementations_agree() {
+        for klen in [16usize, 32] {
+            let key: Vec<u8> = (0..klen as u8).collect();
+            let ours = GcmCipher::new(&key).unwrap();
+            let theirs = GcmCipher::new_aws_lc(&key).unwrap();
+            for len in [0usize, 1, 15, 16, 17, 160, 1000] {
+                let aad = [0xa5u8; 12];
+                let iv = [len as u8; 12];
+                let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let (mut a, mut b) = (plain.clone(), plain.clone());
+                let ta = ours.seal(iv, &aad, &mut a).unwrap();
+                let tb = theirs.seal(iv, &aad, &mut b).unwrap();
+                assert_eq!((&a, ta), (&b, tb), "klen {klen} len {len}");
+                for g in [&ours, &theirs] {
+                    let mut ct = a.clone();
+                    ct.extend_from_slice(&ta);
+                    g.open(iv, &aad, &mut ct).unwrap();
+                    assert_eq!(&ct[..len], &plain[..]);
+                    let mut bad = a.clone();
+                    bad.extend_from_slice(&ta);
+                    bad[len] ^= 1;
+                    assert_eq!(g.open(iv, &aad, &mut bad), Err(Error::AuthTagMismatch));
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! - [`sdes`]: the SDP `a=crypto` attribute (RFC 4568).
 //!
 //! Nothing here opens a socket, reads a clock or spawns a thread: bytes in, bytes out.
-// Unsafe code is denied everywhere but the FFI of `hmac_sha1`.
+// Unsafe code is denied everywhere but `hmac_sha1` (FFI) and `gcm` (AES-NI/PCLMULQDQ intrinsics).
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
 pub mod error;
+mod gcm;
 mod hmac_sha1;
 pub mod keyring;
 pub mod keys;

@@ -24,6 +24,9 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// Most master keys one attribute may carry (libsrtp's limit too).
+pub const MAX_KEYS: usize = 16;
+
 /// Longest attribute value accepted (a sane bound; real ones are under 200 bytes).
 pub const MAX_CRYPTO_ATTRIBUTE_LEN: usize = 4096;
 
@@ -226,7 +229,9 @@ impl CryptoAttribute {
     /// inline:...`, as the CLI takes it). Unknown suites and malformed keys are errors; session
     /// parameters are parsed, and [`CryptoAttribute::to_policy`] rejects the unsupported ones.
     pub fn parse(input: &str) -> Result<Self> {
-        if input.len() > MAX_CRYPTO_ATTRIBUTE_LEN {
+        // Cheap guard first; the exact limit applies to the canonical form below, so that
+        // whatever parses also parses again after formatting.
+        if input.len() > 2 * MAX_CRYPTO_ATTRIBUTE_LEN {
             return Err(syntax(MAX_CRYPTO_ATTRIBUTE_LEN, "attribute too long"));
         }
         let mut s = input.trim_end_matches(['\r', '\n']);
@@ -265,6 +270,9 @@ impl CryptoAttribute {
         let mut keys = Vec::new();
         let mut at = ko;
         for kp in key_params.split(';') {
+            if keys.len() == MAX_KEYS {
+                return Err(syntax(at, "more than 16 keys in one attribute"));
+            }
             keys.push(parse_key_param(kp, at, suite)?);
             at += kp.len() + 1;
         }
@@ -276,12 +284,16 @@ impl CryptoAttribute {
             }
         }
         let session_params = toks.map(|(_, t)| parse_session_param(t)).collect();
-        Ok(CryptoAttribute {
+        let attr = CryptoAttribute {
             tag,
             suite,
             keys,
             session_params,
-        })
+        };
+        if attr.to_string().len() > MAX_CRYPTO_ATTRIBUTE_LEN {
+            return Err(syntax(MAX_CRYPTO_ATTRIBUTE_LEN, "attribute too long"));
+        }
+        Ok(attr)
     }
 
     /// A fresh attribute with one key and no options.
@@ -485,6 +497,12 @@ mod tests {
             ("1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|256:1", "mki fit"),
             ("1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR;inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR", "mki needed"),
         ];
+        let many: Vec<String> = (0..17)
+            .map(|i| format!("inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|{i}:1"))
+            .collect();
+        let s = format!("1 AES_CM_128_HMAC_SHA1_80 {}", many.join(";"));
+        assert!(matches!(CryptoAttribute::parse(&s), Err(Error::SdesSyntax { .. })));
+        assert!(CryptoAttribute::parse(&s.replace(";inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|16:1", "")).is_ok());
         for (s, what) in bad {
             assert!(CryptoAttribute::parse(s).is_err(), "{what}: {s}");
         }

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use aws_lc_rs::aead::{Aad, Nonce};
 use aws_lc_rs::cipher::EncryptionContext;
 
 use crate::error::{Error, Result};
@@ -502,15 +501,8 @@ impl SrtpSession {
             SessionCrypto::Gcm(k) => {
                 let iv = gcm_srtp_iv(&k.salt, hdr.ssrc, est.index);
                 let (head, rest) = buf.split_at_mut(hdr.header_len);
-                let tag = k
-                    .aead
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&*head),
-                        &mut rest[..len - hdr.header_len],
-                    )
-                    .map_err(|_| Error::Crypto)?;
-                buf[len..len + 16].copy_from_slice(tag.as_ref());
+                let tag = k.aead.seal(iv, head, &mut rest[..len - hdr.header_len])?;
+                buf[len..len + 16].copy_from_slice(&tag);
                 buf[len + 16..out_len].copy_from_slice(&keys.mki);
             }
         }
@@ -586,12 +578,7 @@ impl SrtpSession {
                 let iv = gcm_srtp_iv(&k.salt, hdr.ssrc, est.index);
                 let (head, rest) = buf.split_at_mut(hdr.header_len);
                 k.aead
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&*head),
-                        &mut rest[..body_end + tag_len - hdr.header_len],
-                    )
-                    .map_err(|_| Error::AuthTagMismatch)?;
+                    .open(iv, head, &mut rest[..body_end + tag_len - hdr.header_len])?;
             }
         }
         self.record_rx(hdr.ssrc, &est, key_idx)?;
@@ -643,15 +630,8 @@ impl SrtpSession {
                 let mut aad = [0u8; 12];
                 aad[..8].copy_from_slice(&buf[..8]);
                 aad[8..].copy_from_slice(&e_index);
-                let tag = k
-                    .aead
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..len],
-                    )
-                    .map_err(|_| Error::Crypto)?;
-                buf[len..len + 16].copy_from_slice(tag.as_ref());
+                let tag = k.aead.seal(iv, &aad, &mut buf[RTCP_HEADER_LEN..len])?;
+                buf[len..len + 16].copy_from_slice(&tag);
                 buf[len + 16..len + 20].copy_from_slice(&e_index);
                 buf[len + 20..out_len].copy_from_slice(&keys.mki);
             }
@@ -730,12 +710,7 @@ impl SrtpSession {
                 aad[..8].copy_from_slice(&buf[..8]);
                 aad[8..].copy_from_slice(&e_index.to_be_bytes());
                 k.aead
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(&aad),
-                        &mut buf[RTCP_HEADER_LEN..body_end + tag_len],
-                    )
-                    .map_err(|_| Error::AuthTagMismatch)?;
+                    .open(iv, &aad, &mut buf[RTCP_HEADER_LEN..body_end + tag_len])?;
             }
         }
         let s = self.stream_mut(hdr.ssrc)?;
