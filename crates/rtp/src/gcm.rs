@@ -38,13 +38,16 @@ mod imp {
     use core::arch::x86_64::*;
 
     const FEATURES: &str = "aes,pclmulqdq,ssse3,sse4.1";
+    /// Blocks hashed per reduction: a 480-byte SRTP payload with its header and length block is
+    /// one group.
+    const GROUP: usize = 32;
 
     /// An AES-128 or AES-256 GCM key with precomputed round keys and powers of H.
     pub(crate) struct AesNiGcm {
         rk: [__m128i; 15],
         rounds: usize,
         /// hpow[i] = H^(i+1) in the POLYVAL domain.
-        hpow: [__m128i; 8],
+        hpow: [__m128i; GROUP],
     }
 
     fn cpu_ok() -> bool {
@@ -77,7 +80,7 @@ mod imp {
             let mut g = AesNiGcm {
                 rk,
                 rounds,
-                hpow: [_mm_setzero_si128(); 8],
+                hpow: [_mm_setzero_si128(); GROUP],
             };
             // H = E_K(0^128); the POLYVAL key is mulX_POLYVAL(ByteReverse(H)).
             let h = g.encrypt1(_mm_setzero_si128());
@@ -92,7 +95,7 @@ mod imp {
             let mut vb = v.to_le_bytes();
             let h1 = _mm_loadu_si128(vb.as_ptr().cast());
             g.hpow[0] = h1;
-            for i in 1..8 {
+            for i in 1..GROUP {
                 let (lo, mid, hi) = mul(g.hpow[i - 1], h1);
                 g.hpow[i] = reduce(lo, mid, hi);
             }
@@ -164,83 +167,114 @@ mod imp {
             }
         }
 
-        /// GCM's CTR mode over `data`, counters from 2 (inc32 of J0 = IV || 1).
+        /// GCM's CTR mode over `data`, counters from 2 (inc32 of J0 = IV || 1). With `j0`, E(J0)
+        /// (the tag mask) is computed in the last batch, alongside the data, and returned.
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
-        unsafe fn ctr(&self, iv: __m128i, data: &mut [u8]) {
+        unsafe fn ctr(&self, iv: __m128i, data: &mut [u8], j0: bool) -> __m128i {
             let mut ctr: u32 = 2;
-            let (full, tail) = data.split_at_mut(data.len() / 16 * 16);
-            let mut chunks = full.chunks_exact_mut(128);
+            let mut chunks = data.chunks_exact_mut(128);
             for c in &mut chunks {
                 self.ctr_batch::<8>(iv, &mut ctr, c);
             }
-            let mut rest = chunks.into_remainder();
-            if rest.len() >= 64 {
-                let (a, b) = rest.split_at_mut(64);
-                self.ctr_batch::<4>(iv, &mut ctr, a);
-                rest = b;
+            let rest = chunks.into_remainder();
+            if !j0 {
+                let mut ctr2 = ctr;
+                let mut full = rest.chunks_exact_mut(16);
+                for c in &mut full {
+                    self.ctr_batch::<1>(iv, &mut ctr2, c);
+                }
+                let tail = full.into_remainder();
+                if !tail.is_empty() {
+                    let mut tmp = [0u8; 16];
+                    tmp[..tail.len()].copy_from_slice(tail);
+                    self.ctr_batch::<1>(iv, &mut ctr2, &mut tmp);
+                    tail.copy_from_slice(&tmp[..tail.len()]);
+                }
+                return _mm_setzero_si128();
             }
-            if rest.len() >= 32 {
-                let (a, b) = rest.split_at_mut(32);
-                self.ctr_batch::<2>(iv, &mut ctr, a);
-                rest = b;
-            }
-            if rest.len() >= 16 {
-                self.ctr_batch::<1>(iv, &mut ctr, rest);
-            }
-            if !tail.is_empty() {
-                let mut tmp = [0u8; 16];
-                tmp[..tail.len()].copy_from_slice(tail);
-                self.ctr_batch::<1>(iv, &mut ctr, &mut tmp);
-                tail.copy_from_slice(&tmp[..tail.len()]);
+            // The last 0..=8 blocks (the last one possibly partial) and J0 in one batch.
+            match rest.len().div_ceil(16) {
+                0 => self.tail_j0::<0, 1>(iv, ctr, rest),
+                1 => self.tail_j0::<1, 2>(iv, ctr, rest),
+                2 => self.tail_j0::<2, 3>(iv, ctr, rest),
+                3 => self.tail_j0::<3, 4>(iv, ctr, rest),
+                4 => self.tail_j0::<4, 5>(iv, ctr, rest),
+                5 => self.tail_j0::<5, 6>(iv, ctr, rest),
+                6 => self.tail_j0::<6, 7>(iv, ctr, rest),
+                7 => self.tail_j0::<7, 8>(iv, ctr, rest),
+                _ => self.tail_j0::<8, 9>(iv, ctr, rest),
             }
         }
 
+        /// CTR over the last `D` blocks of data (the last one possibly partial) plus J0: `M`
+        /// blocks in one batch (`M == D + 1`). Returns E(J0).
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
+        unsafe fn tail_j0<const D: usize, const M: usize>(
+            &self,
+            iv: __m128i,
+            ctr: u32,
+            rest: &mut [u8],
+        ) -> __m128i {
+            debug_assert!(M == D + 1 && rest.len().div_ceil(16) == D);
+            let mut b = [_mm_setzero_si128(); M];
+            for (i, x) in b.iter_mut().enumerate().take(D) {
+                *x = _mm_insert_epi32::<3>(iv, ctr.wrapping_add(i as u32).swap_bytes() as i32);
+            }
+            b[D] = _mm_insert_epi32::<3>(iv, 1u32.swap_bytes() as i32);
+            self.encrypt_blocks::<M>(&mut b);
+            for (i, ks) in b.iter().enumerate().take(D) {
+                let at = 16 * i;
+                let n = (rest.len() - at).min(16);
+                if n == 16 {
+                    let q = rest.as_mut_ptr().add(at).cast::<__m128i>();
+                    _mm_storeu_si128(q, _mm_xor_si128(_mm_loadu_si128(q), *ks));
+                } else {
+                    let mut tmp = [0u8; 16];
+                    tmp[..n].copy_from_slice(&rest[at..]);
+                    let x = _mm_xor_si128(_mm_loadu_si128(tmp.as_ptr().cast()), *ks);
+                    _mm_storeu_si128(tmp.as_mut_ptr().cast(), x);
+                    rest[at..].copy_from_slice(&tmp[..n]);
+                }
+            }
+            b[D]
+        }
+
         /// The GCM tag: GHASH over `aad`, `ct` (each zero-padded) and the length block, XOR
-        /// E(J0). All blocks go through one aggregated pass, eight per reduction.
+        /// E(J0). Blocks are hashed in groups of up to `GROUP` with one reduction per group:
+        /// within a group each block is multiplied by the power of H its distance from the
+        /// group's end calls for, so segments are walked independently over contiguous memory,
+        /// and the running value enters the next group as one more product.
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
         unsafe fn tag(&self, aad: &[u8], ct: &[u8], ej0: __m128i) -> __m128i {
             let mut lens = [0u8; 16];
             lens[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
             lens[8..].copy_from_slice(&((ct.len() as u64) * 8).to_be_bytes());
-            let mut src = Blocks {
-                segs: [aad, ct, &lens],
-                seg: 0,
-                off: 0,
-            };
             let total = aad.len().div_ceil(16) + ct.len().div_ceil(16) + 1;
-            let rev = bswap_mask();
-            let mut acc = _mm_setzero_si128();
-            // First a group of (total mod 8) blocks, then groups of 8.
-            let mut group = match total % 8 {
-                0 => 8,
-                n => n,
+            let mut g = Ghash {
+                hpow: &self.hpow,
+                total,
+                idx: 0,
+                group_end: match total % GROUP {
+                    0 => GROUP,
+                    n => n,
+                },
+                lo: _mm_setzero_si128(),
+                mid: _mm_setzero_si128(),
+                hi: _mm_setzero_si128(),
+                acc: _mm_setzero_si128(),
+                rev: bswap_mask(),
             };
-            let mut left = total;
-            while left > 0 {
-                let (mut lo, mut mid, mut hi) =
-                    (_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128());
-                for j in 0..group {
-                    let mut x = _mm_shuffle_epi8(src.next(), rev);
-                    if j == 0 {
-                        x = _mm_xor_si128(x, acc);
-                    }
-                    let (l, m, h) = mul(x, self.hpow[group - 1 - j]);
-                    lo = _mm_xor_si128(lo, l);
-                    mid = _mm_xor_si128(mid, m);
-                    hi = _mm_xor_si128(hi, h);
-                }
-                acc = reduce(lo, mid, hi);
-                left -= group;
-                group = 8;
-            }
-            _mm_xor_si128(_mm_shuffle_epi8(acc, rev), ej0)
+            g.absorb(aad);
+            g.absorb(ct);
+            g.absorb(&lens);
+            _mm_xor_si128(_mm_shuffle_epi8(g.acc, g.rev), ej0)
         }
 
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
         unsafe fn seal_impl(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
             let ivb = load_iv(iv);
-            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
-            self.ctr(ivb, data);
+            let ej0 = self.ctr(ivb, data, true);
             let t = self.tag(aad, data, ej0);
             let mut out = [0u8; 16];
             _mm_storeu_si128(out.as_mut_ptr().cast(), t);
@@ -257,40 +291,62 @@ mod imp {
             if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
                 return false;
             }
-            self.ctr(ivb, data);
+            self.ctr(ivb, data, false);
             true
         }
     }
 
-    /// Reads 16-byte blocks from consecutive segments, zero-padding each segment's last block.
-    struct Blocks<'a> {
-        segs: [&'a [u8]; 3],
-        seg: usize,
-        off: usize,
+    /// Aggregated GHASH state (POLYVAL domain) over a sequence of segments; see `tag`.
+    struct Ghash<'a> {
+        hpow: &'a [__m128i; GROUP],
+        total: usize,
+        idx: usize,
+        group_end: usize,
+        lo: __m128i,
+        mid: __m128i,
+        hi: __m128i,
+        acc: __m128i,
+        rev: __m128i,
     }
 
-    impl Blocks<'_> {
+    impl Ghash<'_> {
         #[inline]
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
-        unsafe fn next(&mut self) -> __m128i {
-            while self.seg < 3 && self.off >= self.segs[self.seg].len() {
-                self.seg += 1;
-                self.off = 0;
+        unsafe fn block(&mut self, x: __m128i) {
+            let x = _mm_shuffle_epi8(x, self.rev);
+            let (l, m, h) = mul(x, self.hpow[self.group_end - self.idx - 1]);
+            self.lo = _mm_xor_si128(self.lo, l);
+            self.mid = _mm_xor_si128(self.mid, m);
+            self.hi = _mm_xor_si128(self.hi, h);
+            self.idx += 1;
+            if self.idx == self.group_end {
+                self.acc = reduce(self.lo, self.mid, self.hi);
+                let next = (self.total - self.idx).min(GROUP);
+                if next > 0 {
+                    // The running value joins the next group as acc * H^next.
+                    let (l, m, h) = mul(self.acc, self.hpow[next - 1]);
+                    self.lo = l;
+                    self.mid = m;
+                    self.hi = h;
+                    self.group_end += next;
+                }
             }
-            if self.seg >= 3 {
-                return _mm_setzero_si128();
+        }
+
+        /// Hashes `seg` as whole blocks, the last one zero-padded.
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
+        unsafe fn absorb(&mut self, seg: &[u8]) {
+            let mut blocks = seg.chunks_exact(16);
+            for b in &mut blocks {
+                self.block(_mm_loadu_si128(b.as_ptr().cast()));
             }
-            let s = self.segs[self.seg];
-            let left = s.len() - self.off;
-            let x = if left >= 16 {
-                _mm_loadu_si128(s.as_ptr().add(self.off).cast())
-            } else {
+            let tail = blocks.remainder();
+            if !tail.is_empty() {
                 let mut tmp = [0u8; 16];
-                tmp[..left].copy_from_slice(&s[self.off..]);
-                _mm_loadu_si128(tmp.as_ptr().cast())
-            };
-            self.off += 16;
-            x
+                tmp[..tail.len()].copy_from_slice(tail);
+                self.block(_mm_loadu_si128(tmp.as_ptr().cast()));
+            }
         }
     }
 
@@ -461,17 +517,32 @@ mod tests {
                 _ => (rng.next() % 300) as usize,
             };
             let plain = rng.bytes(len);
-            let alg = if klen == 16 { &AES_128_GCM } else { &AES_256_GCM };
+            let alg = if klen == 16 {
+                &AES_128_GCM
+            } else {
+                &AES_256_GCM
+            };
             let reference = LessSafeKey::new(UnboundKey::new(alg, &key).unwrap());
             let mut want = plain.clone();
             let want_tag = reference
-                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(&aad), &mut want)
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&aad),
+                    &mut want,
+                )
                 .unwrap();
             let ours = AesNiGcm::new(&key).unwrap();
             let mut got = plain.clone();
             let tag = ours.seal(&iv, &aad, &mut got);
-            assert_eq!(got, want, "case {case} ciphertext (klen {klen}, aad {aad_len}, len {len})");
-            assert_eq!(&tag[..], want_tag.as_ref(), "case {case} tag (klen {klen}, aad {aad_len}, len {len})");
+            assert_eq!(
+                got, want,
+                "case {case} ciphertext (klen {klen}, aad {aad_len}, len {len})"
+            );
+            assert_eq!(
+                &tag[..],
+                want_tag.as_ref(),
+                "case {case} tag (klen {klen}, aad {aad_len}, len {len})"
+            );
             assert!(ours.open(&iv, &aad, &mut got, &tag), "case {case} open");
             assert_eq!(got, plain);
             // Any flipped bit fails and leaves the ciphertext unchanged.

@@ -197,7 +197,11 @@ impl GcmCipher {
             GcmCipher::AesNi(k) => Ok(k.seal(&iv, aad, data)),
             GcmCipher::AwsLc(k) => {
                 let tag = k
-                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), data)
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(aad),
+                        data,
+                    )
                     .map_err(|_| Error::Crypto)?;
                 let mut out = [0u8; 16];
                 out.copy_from_slice(tag.as_ref());
@@ -211,7 +215,10 @@ impl GcmCipher {
     /// never exposed as unauthenticated plaintext.
     #[inline]
     pub(crate) fn open(&self, iv: [u8; 12], aad: &[u8], ct_and_tag: &mut [u8]) -> Result<()> {
-        let n = ct_and_tag.len().checked_sub(16).ok_or(Error::AuthTagMismatch)?;
+        let n = ct_and_tag
+            .len()
+            .checked_sub(16)
+            .ok_or(Error::AuthTagMismatch)?;
         match self {
             GcmCipher::AesNi(k) => {
                 let (ct, tag) = ct_and_tag.split_at_mut(n);

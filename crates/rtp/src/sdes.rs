@@ -501,8 +501,14 @@ mod tests {
             .map(|i| format!("inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|{i}:1"))
             .collect();
         let s = format!("1 AES_CM_128_HMAC_SHA1_80 {}", many.join(";"));
-        assert!(matches!(CryptoAttribute::parse(&s), Err(Error::SdesSyntax { .. })));
-        assert!(CryptoAttribute::parse(&s.replace(";inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|16:1", "")).is_ok());
+        assert!(matches!(
+            CryptoAttribute::parse(&s),
+            Err(Error::SdesSyntax { .. })
+        ));
+        assert!(CryptoAttribute::parse(
+            &s.replace(";inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|16:1", "")
+        )
+        .is_ok());
         for (s, what) in bad {
             assert!(CryptoAttribute::parse(s).is_err(), "{what}: {s}");
         }

@@ -147,6 +147,29 @@ impl Hasher for SsrcHasher {
 
 type StreamMap = HashMap<u32, Stream, BuildHasherDefault<SsrcHasher>>;
 
+/// The stream of an SSRC, created on first use; a free function so that callers can hold it
+/// while they borrow the session's keys.
+#[inline]
+fn stream_entry<'a>(
+    streams: &'a mut StreamMap,
+    pending_roc: &mut HashMap<u32, Roc, BuildHasherDefault<SsrcHasher>>,
+    max_streams: usize,
+    window: usize,
+    ssrc: u32,
+) -> Result<&'a mut Stream> {
+    let full = streams.len() >= max_streams;
+    match streams.entry(ssrc) {
+        std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            if full {
+                return Err(Error::TooManyStreams { limit: max_streams });
+            }
+            let roc = pending_roc.remove(&ssrc).unwrap_or(0);
+            Ok(v.insert(Stream::new(window, roc)?))
+        }
+    }
+}
+
 /// An SRTP/SRTCP crypto context for one direction of a media session (one master key set, any
 /// number of SSRCs). Use one session to protect what you send and another, keyed with the
 /// peer's key, to unprotect what you receive.
@@ -425,19 +448,13 @@ impl SrtpSession {
 
     /// The stream of an SSRC, created on first use (one hash lookup either way).
     fn stream_mut(&mut self, ssrc: u32) -> Result<&mut Stream> {
-        let full = self.streams.len() >= self.max_streams;
-        match self.streams.entry(ssrc) {
-            std::collections::hash_map::Entry::Occupied(o) => Ok(o.into_mut()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if full {
-                    return Err(Error::TooManyStreams {
-                        limit: self.max_streams,
-                    });
-                }
-                let roc = self.pending_roc.remove(&ssrc).unwrap_or(0);
-                Ok(v.insert(Stream::new(self.window, roc)?))
-            }
-        }
+        stream_entry(
+            &mut self.streams,
+            &mut self.pending_roc,
+            self.max_streams,
+            self.window,
+            ssrc,
+        )
     }
 
     #[inline]
@@ -471,21 +488,27 @@ impl SrtpSession {
         need(buf, out_len)?;
         let key_idx = self.active;
         self.keys[key_idx].check_limit(PacketKind::Srtp)?;
-        let allow_repeat = self.allow_repeat_tx;
-        let stream = self.stream_mut(hdr.ssrc)?;
+        let stream = stream_entry(
+            &mut self.streams,
+            &mut self.pending_roc,
+            self.max_streams,
+            self.window,
+            hdr.ssrc,
+        )?;
         let est = stream.srtp_tx.estimate_srtp(hdr.sequence_number);
         if est.index > MAX_SRTP_INDEX {
             return Err(Error::IndexExhausted { ssrc: hdr.ssrc });
         }
         match stream.srtp_tx.check(&est) {
             Ok(()) => {}
-            Err(Error::Replayed { .. }) if allow_repeat => {}
+            Err(Error::Replayed { .. }) if self.allow_repeat_tx => {}
             Err(Error::Replayed { index } | Error::ReplayTooOld { index }) => {
                 return Err(Error::IndexReuse { index })
             }
             Err(e) => return Err(e),
         }
-        let keys = &self.keys[key_idx];
+        let keys = &mut self.keys[key_idx];
+        let mki_len = self.mki_len;
         match &keys.srtp {
             SessionCrypto::Cm(k) => {
                 cm_crypt(
@@ -493,9 +516,11 @@ impl SrtpSession {
                     cm_iv(&k.salt, hdr.ssrc, est.index),
                     &mut buf[hdr.header_len..len],
                 )?;
-                buf[len..len + self.mki_len].copy_from_slice(&keys.mki);
+                if mki_len > 0 {
+                    buf[len..len + mki_len].copy_from_slice(&keys.mki);
+                }
                 let tag = hmac_sha1(&k.auth, &buf[..len], &est.roc().to_be_bytes());
-                let at = len + self.mki_len;
+                let at = len + mki_len;
                 buf[at..at + tag_len].copy_from_slice(&tag[..tag_len]);
             }
             SessionCrypto::Gcm(k) => {
@@ -503,14 +528,13 @@ impl SrtpSession {
                 let (head, rest) = buf.split_at_mut(hdr.header_len);
                 let tag = k.aead.seal(iv, head, &mut rest[..len - hdr.header_len])?;
                 buf[len..len + 16].copy_from_slice(&tag);
-                buf[len + 16..out_len].copy_from_slice(&keys.mki);
+                if mki_len > 0 {
+                    buf[len + 16..out_len].copy_from_slice(&keys.mki);
+                }
             }
         }
-        // Stream exists: fetched above.
-        if let Some(s) = self.streams.get_mut(&hdr.ssrc) {
-            s.srtp_tx.add(&est);
-        }
-        self.keys[key_idx].usage.srtp_packets += 1;
+        stream.srtp_tx.add(&est);
+        keys.usage.srtp_packets += 1;
         Ok(out_len)
     }
 
@@ -541,13 +565,21 @@ impl SrtpSession {
         let key_idx = self.key_for_mki(&pkt[mki_at..mki_at + self.mki_len])?;
         self.keys[key_idx].check_limit(PacketKind::Srtp)?;
 
-        let est = match self.streams.get(&hdr.ssrc) {
+        // Hold the stream (if any) across the crypto: one hash lookup per packet.
+        let streams_full = self.streams.len() >= self.max_streams;
+        let mut stream = self.streams.get_mut(&hdr.ssrc);
+        let est = match stream.as_deref() {
             Some(s) => {
                 let e = s.srtp_rx.estimate_srtp(hdr.sequence_number);
                 s.srtp_rx.check(&e)?;
                 e
             }
             None => {
+                if streams_full {
+                    return Err(Error::TooManyStreams {
+                        limit: self.max_streams,
+                    });
+                }
                 // A new stream: estimate against a fresh window (ROC 0 or the signalled one).
                 let top = self
                     .pending_roc
@@ -560,7 +592,7 @@ impl SrtpSession {
             return Err(Error::IndexExhausted { ssrc: hdr.ssrc });
         }
 
-        let keys = &self.keys[key_idx];
+        let keys = &mut self.keys[key_idx];
         match &keys.srtp {
             SessionCrypto::Cm(k) => {
                 let tag = hmac_sha1(&k.auth, &buf[..body_end], &est.roc().to_be_bytes());
@@ -581,15 +613,29 @@ impl SrtpSession {
                     .open(iv, head, &mut rest[..body_end + tag_len - hdr.header_len])?;
             }
         }
-        self.record_rx(hdr.ssrc, &est, key_idx)?;
+        keys.usage.srtp_packets += 1;
+        match stream.as_deref_mut() {
+            Some(s) => s.srtp_rx.add(&est),
+            None => {
+                let s = stream_entry(
+                    &mut self.streams,
+                    &mut self.pending_roc,
+                    self.max_streams,
+                    self.window,
+                    hdr.ssrc,
+                );
+                match s {
+                    Ok(s) => s.srtp_rx.add(&est),
+                    Err(e) => {
+                        // Over the stream limit: the packet authenticated but cannot be tracked
+                        // for replay, so it is not delivered.
+                        self.keys[key_idx].usage.srtp_packets -= 1;
+                        return Err(e);
+                    }
+                }
+            }
+        }
         Ok(body_end)
-    }
-
-    fn record_rx(&mut self, ssrc: u32, est: &Estimate, key_idx: usize) -> Result<()> {
-        let s = self.stream_mut(ssrc)?;
-        s.srtp_rx.add(est);
-        self.keys[key_idx].usage.srtp_packets += 1;
-        Ok(())
     }
 
     /// Protects the (compound) RTCP packet in `buf[..len]` in place (RFC 3711 §3.4) and returns
