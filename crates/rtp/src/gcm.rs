@@ -48,6 +48,16 @@ mod imp {
         rounds: usize,
         /// hpow[i] = H^(i+1) in the POLYVAL domain.
         hpow: [__m128i; GROUP],
+        /// With VAES and VPCLMULQDQ: two blocks per instruction (`*_wide` paths), and
+        /// hpair[j] = (H^(j+2), H^(j+1)) in the (low, high) lanes.
+        wide: bool,
+        hpair: [__m256i; GROUP - 1],
+    }
+
+    fn cpu_wide() -> bool {
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("vaes")
+            && std::is_x86_feature_detected!("vpclmulqdq")
     }
 
     fn cpu_ok() -> bool {
@@ -60,11 +70,25 @@ mod imp {
     impl AesNiGcm {
         /// A key of 16 or 32 bytes; `None` when the CPU lacks the instructions.
         pub(crate) fn new(key: &[u8]) -> Option<Self> {
+            Self::with_width(key, cpu_wide())
+        }
+
+        /// As `new`, choosing the 128-bit path even where the wide one is available (`wide`
+        /// is ignored when the CPU lacks VAES/VPCLMULQDQ). Tests use it to cover both.
+        pub(crate) fn with_width(key: &[u8], wide: bool) -> Option<Self> {
             if !cpu_ok() || !(key.len() == 16 || key.len() == 32) {
                 return None;
             }
             // SAFETY: the CPU features were checked above.
-            Some(unsafe { Self::new_impl(key) })
+            let mut g = unsafe { Self::new_impl(key) };
+            if wide && cpu_wide() {
+                g.wide = true;
+                for j in 0..GROUP - 1 {
+                    // SAFETY: AVX is implied by AVX2, checked by cpu_wide().
+                    g.hpair[j] = unsafe { pair(g.hpow[j], g.hpow[j + 1]) };
+                }
+            }
+            Some(g)
         }
 
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
@@ -81,6 +105,8 @@ mod imp {
                 rk,
                 rounds,
                 hpow: [_mm_setzero_si128(); GROUP],
+                wide: false,
+                hpair: [core::mem::zeroed(); GROUP - 1],
             };
             // H = E_K(0^128); the POLYVAL key is mulX_POLYVAL(ByteReverse(H)).
             let h = g.encrypt1(_mm_setzero_si128());
@@ -106,8 +132,15 @@ mod imp {
 
         /// Encrypts `data` in place and returns the tag.
         pub(crate) fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
-            // SAFETY: an AesNiGcm exists only after the CPU features were checked.
-            unsafe { self.seal_impl(iv, aad, data) }
+            // SAFETY: an AesNiGcm exists only after the CPU features were checked (and `wide`
+            // only after the wide ones were).
+            unsafe {
+                if self.wide {
+                    self.seal_wide(iv, aad, data)
+                } else {
+                    self.seal_impl(iv, aad, data)
+                }
+            }
         }
 
         /// Verifies `tag` over `aad` and the ciphertext `data`, then decrypts in place. On a
@@ -117,7 +150,13 @@ mod imp {
                 return false;
             }
             // SAFETY: as above.
-            unsafe { self.open_impl(iv, aad, data, tag) }
+            unsafe {
+                if self.wide {
+                    self.open_wide(iv, aad, data, tag)
+                } else {
+                    self.open_impl(iv, aad, data, tag)
+                }
+            }
         }
 
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
@@ -350,11 +389,306 @@ mod imp {
         }
     }
 
+    // ---- 256-bit path: VAES + VPCLMULQDQ, two blocks per instruction ----
+
+    impl AesNiGcm {
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn seal_wide(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+            let ivb = load_iv(iv);
+            let ej0 = self.ctr_wide(ivb, data, true);
+            let t = self.tag_wide(aad, data, ej0);
+            let mut out = [0u8; 16];
+            _mm_storeu_si128(out.as_mut_ptr().cast(), t);
+            out
+        }
+
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn open_wide(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+            let ivb = load_iv(iv);
+            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
+            let t = self.tag_wide(aad, data, ej0);
+            let given = _mm_loadu_si128(tag.as_ptr().cast());
+            if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
+                return false;
+            }
+            self.ctr_wide(ivb, data, false);
+            true
+        }
+
+        /// CTR over `data` (counters from 2), two blocks per ymm register, up to 16 blocks per
+        /// batch; with `j0`, E(J0) rides in the last batch and is returned.
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn ctr_wide(&self, iv: __m128i, data: &mut [u8], j0: bool) -> __m128i {
+            let nblocks = data.len().div_ceil(16);
+            let total = nblocks + usize::from(j0);
+            let mut ej0 = _mm_setzero_si128();
+            let mut v = 0;
+            while v < total {
+                let n = (total - v).min(16);
+                let a = Lanes {
+                    iv,
+                    v0: v,
+                    nblocks,
+                    j0,
+                };
+                match n.div_ceil(2) {
+                    1 => self.batch_wide::<1>(&a, data, &mut ej0),
+                    2 => self.batch_wide::<2>(&a, data, &mut ej0),
+                    3 => self.batch_wide::<3>(&a, data, &mut ej0),
+                    4 => self.batch_wide::<4>(&a, data, &mut ej0),
+                    5 => self.batch_wide::<5>(&a, data, &mut ej0),
+                    6 => self.batch_wide::<6>(&a, data, &mut ej0),
+                    7 => self.batch_wide::<7>(&a, data, &mut ej0),
+                    _ => self.batch_wide::<8>(&a, data, &mut ej0),
+                }
+                v += n;
+            }
+            ej0
+        }
+
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn batch_wide<const NY: usize>(
+            &self,
+            a: &Lanes,
+            data: &mut [u8],
+            ej0: &mut __m128i,
+        ) {
+            let mut b: [__m256i; NY] = [_mm256_setzero_si256(); NY];
+            for (k, x) in b.iter_mut().enumerate() {
+                let lo = a.counter(a.v0 + 2 * k);
+                let hi = a.counter(a.v0 + 2 * k + 1);
+                *x = _mm256_set_m128i(hi, lo);
+            }
+            let k0 = _mm256_broadcastsi128_si256(self.rk[0]);
+            for x in b.iter_mut() {
+                *x = _mm256_xor_si256(*x, k0);
+            }
+            for r in 1..self.rounds {
+                let k = _mm256_broadcastsi128_si256(self.rk[r]);
+                for x in b.iter_mut() {
+                    *x = _mm256_aesenc_epi128(*x, k);
+                }
+            }
+            let k = _mm256_broadcastsi128_si256(self.rk[self.rounds]);
+            for x in b.iter_mut() {
+                *x = _mm256_aesenclast_epi128(*x, k);
+            }
+            let len = data.len();
+            for (k, ks) in b.iter().enumerate() {
+                let v = a.v0 + 2 * k;
+                if v + 2 <= a.nblocks && (v + 2) * 16 <= len {
+                    let q = data.as_mut_ptr().add(16 * v).cast::<__m256i>();
+                    _mm256_storeu_si256(q, _mm256_xor_si256(_mm256_loadu_si256(q), *ks));
+                    continue;
+                }
+                for (lane, ksl) in [
+                    _mm256_castsi256_si128(*ks),
+                    _mm256_extracti128_si256::<1>(*ks),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let v = v + lane;
+                    if v < a.nblocks {
+                        xor_block(data, 16 * v, ksl);
+                    } else if v == a.nblocks && a.j0 {
+                        *ej0 = ksl;
+                    }
+                }
+            }
+        }
+
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn tag_wide(&self, aad: &[u8], ct: &[u8], ej0: __m128i) -> __m128i {
+            let mut lens = [0u8; 16];
+            lens[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
+            lens[8..].copy_from_slice(&((ct.len() as u64) * 8).to_be_bytes());
+            let total = aad.len().div_ceil(16) + ct.len().div_ceil(16) + 1;
+            let rev = bswap_mask();
+            let mut g = GhashWide {
+                hpow: &self.hpow,
+                hpair: &self.hpair,
+                total,
+                idx: 0,
+                group_end: match total % GROUP {
+                    0 => GROUP,
+                    n => n,
+                },
+                lo: _mm_setzero_si128(),
+                mid: _mm_setzero_si128(),
+                hi: _mm_setzero_si128(),
+                lo2: _mm256_setzero_si256(),
+                mid2: _mm256_setzero_si256(),
+                hi2: _mm256_setzero_si256(),
+                acc: _mm_setzero_si128(),
+                rev,
+                rev2: _mm256_broadcastsi128_si256(rev),
+            };
+            g.absorb(aad);
+            g.absorb(ct);
+            g.absorb(&lens);
+            _mm_xor_si128(_mm_shuffle_epi8(g.acc, rev), ej0)
+        }
+    }
+
+    /// Which counter each lane of a wide CTR batch takes: data block v uses counter v + 2; the
+    /// block after the data is J0 (counter 1) when asked for; lanes past that are unused.
+    struct Lanes {
+        iv: __m128i,
+        v0: usize,
+        nblocks: usize,
+        j0: bool,
+    }
+
+    impl Lanes {
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
+        unsafe fn counter(&self, v: usize) -> __m128i {
+            let c = if v < self.nblocks {
+                (v as u32).wrapping_add(2)
+            } else if v == self.nblocks && self.j0 {
+                1
+            } else {
+                0
+            };
+            _mm_insert_epi32::<3>(self.iv, c.swap_bytes() as i32)
+        }
+    }
+
+    /// XORs a keystream block into `data[at..]` (a whole block, or the partial last one).
+    #[inline]
+    #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
+    unsafe fn xor_block(data: &mut [u8], at: usize, ks: __m128i) {
+        let n = (data.len() - at).min(16);
+        if n == 16 {
+            let q = data.as_mut_ptr().add(at).cast::<__m128i>();
+            _mm_storeu_si128(q, _mm_xor_si128(_mm_loadu_si128(q), ks));
+        } else {
+            let mut tmp = [0u8; 16];
+            tmp[..n].copy_from_slice(&data[at..]);
+            let x = _mm_xor_si128(_mm_loadu_si128(tmp.as_ptr().cast()), ks);
+            _mm_storeu_si128(tmp.as_mut_ptr().cast(), x);
+            data[at..].copy_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// (lo, hi) lanes of a ymm register.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn pair(hi: __m128i, lo: __m128i) -> __m256i {
+        _mm256_set_m128i(hi, lo)
+    }
+
+    /// The GHASH state of `Ghash`, with a second set of accumulators for two-block products.
+    struct GhashWide<'a> {
+        hpow: &'a [__m128i; GROUP],
+        hpair: &'a [__m256i; GROUP - 1],
+        total: usize,
+        idx: usize,
+        group_end: usize,
+        lo: __m128i,
+        mid: __m128i,
+        hi: __m128i,
+        lo2: __m256i,
+        mid2: __m256i,
+        hi2: __m256i,
+        acc: __m128i,
+        rev: __m128i,
+        rev2: __m256i,
+    }
+
+    impl GhashWide<'_> {
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn end_group(&mut self) {
+            let fold = |x: __m256i| {
+                _mm_xor_si128(_mm256_castsi256_si128(x), _mm256_extracti128_si256::<1>(x))
+            };
+            let lo = _mm_xor_si128(self.lo, fold(self.lo2));
+            let mid = _mm_xor_si128(self.mid, fold(self.mid2));
+            let hi = _mm_xor_si128(self.hi, fold(self.hi2));
+            self.lo2 = _mm256_setzero_si256();
+            self.mid2 = _mm256_setzero_si256();
+            self.hi2 = _mm256_setzero_si256();
+            self.acc = reduce(lo, mid, hi);
+            let next = (self.total - self.idx).min(GROUP);
+            if next > 0 {
+                let (l, m, h) = mul(self.acc, self.hpow[next - 1]);
+                self.lo = l;
+                self.mid = m;
+                self.hi = h;
+                self.group_end += next;
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn single(&mut self, x: __m128i) {
+            let x = _mm_shuffle_epi8(x, self.rev);
+            let (l, m, h) = mul(x, self.hpow[self.group_end - self.idx - 1]);
+            self.lo = _mm_xor_si128(self.lo, l);
+            self.mid = _mm_xor_si128(self.mid, m);
+            self.hi = _mm_xor_si128(self.hi, h);
+            self.idx += 1;
+            if self.idx == self.group_end {
+                self.end_group();
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn double(&mut self, x: __m256i) {
+            let x = _mm256_shuffle_epi8(x, self.rev2);
+            let h = self.hpair[self.group_end - self.idx - 2];
+            self.lo2 = _mm256_xor_si256(self.lo2, _mm256_clmulepi64_epi128::<0x00>(x, h));
+            self.hi2 = _mm256_xor_si256(self.hi2, _mm256_clmulepi64_epi128::<0x11>(x, h));
+            self.mid2 = _mm256_xor_si256(
+                self.mid2,
+                _mm256_xor_si256(
+                    _mm256_clmulepi64_epi128::<0x10>(x, h),
+                    _mm256_clmulepi64_epi128::<0x01>(x, h),
+                ),
+            );
+            self.idx += 2;
+            if self.idx == self.group_end {
+                self.end_group();
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
+        unsafe fn absorb(&mut self, seg: &[u8]) {
+            let mut off = 0;
+            loop {
+                let rem = seg.len() - off;
+                if rem >= 32 && self.idx + 2 <= self.group_end {
+                    self.double(_mm256_loadu_si256(seg.as_ptr().add(off).cast()));
+                    off += 32;
+                } else if rem >= 16 {
+                    self.single(_mm_loadu_si128(seg.as_ptr().add(off).cast()));
+                    off += 16;
+                } else if rem > 0 {
+                    let mut tmp = [0u8; 16];
+                    tmp[..rem].copy_from_slice(&seg[off..]);
+                    self.single(_mm_loadu_si128(tmp.as_ptr().cast()));
+                    break;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
     impl Drop for AesNiGcm {
         fn drop(&mut self) {
             // Wipe the key schedule and the powers of H (volatile so it is not optimised out).
             for k in self.rk.iter_mut().chain(self.hpow.iter_mut()) {
                 // SAFETY: k is a valid, aligned __m128i owned by self.
+                unsafe { core::ptr::write_volatile(k, core::mem::zeroed()) };
+            }
+            for k in self.hpair.iter_mut() {
+                // SAFETY: as above.
                 unsafe { core::ptr::write_volatile(k, core::mem::zeroed()) };
             }
         }
@@ -531,7 +865,7 @@ mod tests {
                     &mut want,
                 )
                 .unwrap();
-            let ours = AesNiGcm::new(&key).unwrap();
+            let ours = AesNiGcm::with_width(&key, case % 3 != 0).unwrap();
             let mut got = plain.clone();
             let tag = ours.seal(&iv, &aad, &mut got);
             assert_eq!(

@@ -614,7 +614,7 @@ impl SrtpSession {
             }
         }
         keys.usage.srtp_packets += 1;
-        match stream.as_deref_mut() {
+        match stream {
             Some(s) => s.srtp_rx.add(&est),
             None => {
                 let s = stream_entry(
