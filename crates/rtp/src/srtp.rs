@@ -567,7 +567,7 @@ impl SrtpSession {
 
         // Hold the stream (if any) across the crypto: one hash lookup per packet.
         let streams_full = self.streams.len() >= self.max_streams;
-        let mut stream = self.streams.get_mut(&hdr.ssrc);
+        let stream = self.streams.get_mut(&hdr.ssrc);
         let est = match stream.as_deref() {
             Some(s) => {
                 let e = s.srtp_rx.estimate_srtp(hdr.sequence_number);
