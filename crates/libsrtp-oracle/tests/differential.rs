@@ -300,7 +300,7 @@ fn rtcp_compound(rng: &mut Rng, ssrc: u32) -> Vec<u8> {
             let len = rng.range(1, 40);
             body.push(len as u8);
             body.extend((0..len).map(|_| b'a' + rng.below(26) as u8));
-            while body.len() % 4 != 0 {
+            while !body.len().is_multiple_of(4) {
                 body.push(0);
             }
         }

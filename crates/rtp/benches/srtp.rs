@@ -1,6 +1,6 @@
 //! SRTP throughput of voxgate's `SrtpSession`, side by side with libsrtp in the same run.
 //!
-//! `cargo bench -p voxgate-rtp --bench srtp [-- SUITE...]` measures protect and unprotect
+//! `cargo bench -p voxgate-rtp --bench srtp [-- SUITE... protect|unprotect]` measures protect and unprotect
 //! packets/s for a 172-byte RTP packet (12-byte header + 160-byte payload) per suite:
 //!
 //! - protect: the packet is copied into a work buffer, its sequence number (and timestamp) set to
@@ -436,7 +436,18 @@ struct Row {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench_mode = args.iter().any(|a| a == "--bench");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    // Filters: suite names (or parts of them) and/or a direction ("protect", "unprotect").
+    let dirs: Vec<Dir> = [Dir::Protect, Dir::Unprotect]
+        .into_iter()
+        .filter(|d| {
+            !args.iter().any(|a| a == "protect" || a == "unprotect")
+                || args.contains(&d.name().to_string())
+        })
+        .collect();
+    let filters: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with('-') && *a != "protect" && *a != "unprotect")
+        .collect();
     let profiles: Vec<SrtpProfile> = SrtpProfile::ALL
         .into_iter()
         .filter(|p| filters.is_empty() || filters.iter().any(|f| p.name().contains(f.as_str())))
@@ -512,7 +523,7 @@ fn main() {
                 peer.label
             );
         }
-        for dir in [Dir::Protect, Dir::Unprotect] {
+        for &dir in &dirs {
             // Warm-up, then interleaved timed runs.
             ours.run(dir, secs);
             for peer in &mut peers {

@@ -19,7 +19,7 @@ use voxgate_rtp::{Error, MasterKey, RawSessionKeys, SrtpPolicy, SrtpProfile, Srt
 /// Hex to bytes; whitespace is ignored so vectors can be laid out as in their source.
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
