@@ -48,16 +48,46 @@ mod imp {
         rounds: usize,
         /// hpow[i] = H^(i+1) in the POLYVAL domain.
         hpow: [__m128i; GROUP],
-        /// With VAES and VPCLMULQDQ: two blocks per instruction (`*_wide` paths), and
-        /// hpair[j] = (H^(j+2), H^(j+1)) in the (low, high) lanes.
-        wide: bool,
+        /// Which path runs: 128-bit AES-NI/PCLMULQDQ, 256-bit VAES/VPCLMULQDQ (`*_wide`), or
+        /// 512-bit AVX-512 VAES/VPCLMULQDQ (`*_x4`).
+        width: Width,
+        /// hpair[j] = (H^(j+2), H^(j+1)) in the (low, high) lanes (256-bit path).
         hpair: [__m256i; GROUP - 1],
+        /// hquad[t] = (H^t, H^(t-1), H^(t-2), H^(t-3)) in lanes 0..4, zero where the exponent
+        /// is below 1 (512-bit path): the factors for up to four blocks when `t` blocks are
+        /// left in the group.
+        hquad: [__m512i; GROUP + 1],
+    }
+
+    /// Vector width of the GCM code path.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Width {
+        W128,
+        W256,
+        W512,
     }
 
     fn cpu_wide() -> bool {
         std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("vaes")
             && std::is_x86_feature_detected!("vpclmulqdq")
+    }
+
+    fn cpu_x4() -> bool {
+        cpu_wide()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+    }
+
+    /// The widest path this CPU runs.
+    pub(crate) fn best_width() -> Width {
+        if cpu_x4() {
+            Width::W512
+        } else if cpu_wide() {
+            Width::W256
+        } else {
+            Width::W128
+        }
     }
 
     fn cpu_ok() -> bool {
@@ -70,22 +100,48 @@ mod imp {
     impl AesNiGcm {
         /// A key of 16 or 32 bytes; `None` when the CPU lacks the instructions.
         pub(crate) fn new(key: &[u8]) -> Option<Self> {
-            Self::with_width(key, cpu_wide())
+            Self::with_width(key, best_width())
         }
 
-        /// As `new`, choosing the 128-bit path even where the wide one is available (`wide`
-        /// is ignored when the CPU lacks VAES/VPCLMULQDQ). Tests use it to cover both.
-        pub(crate) fn with_width(key: &[u8], wide: bool) -> Option<Self> {
+        /// As `new`, with at most the given width (capped at what the CPU runs). Tests use it
+        /// to cover every path.
+        pub(crate) fn with_width(key: &[u8], width: Width) -> Option<Self> {
             if !cpu_ok() || !(key.len() == 16 || key.len() == 32) {
                 return None;
             }
+            let width = match (width, best_width()) {
+                (Width::W512, b) => b,
+                (Width::W256, Width::W128) => Width::W128,
+                (Width::W256, _) => Width::W256,
+                (Width::W128, _) => Width::W128,
+            };
             // SAFETY: the CPU features were checked above.
             let mut g = unsafe { Self::new_impl(key) };
-            if wide && cpu_wide() {
-                g.wide = true;
-                for j in 0..GROUP - 1 {
-                    // SAFETY: AVX is implied by AVX2, checked by cpu_wide().
-                    g.hpair[j] = unsafe { pair(g.hpow[j], g.hpow[j + 1]) };
+            g.width = width;
+            match width {
+                Width::W128 => {}
+                Width::W256 => {
+                    for j in 0..GROUP - 1 {
+                        // SAFETY: AVX is implied by AVX2, checked by cpu_wide().
+                        g.hpair[j] = unsafe { pair(g.hpow[j], g.hpow[j + 1]) };
+                    }
+                }
+                Width::W512 => {
+                    for t in 0..=GROUP {
+                        // Lane L holds H^(t-L), or zero when t-L < 1.
+                        let lane = |l: usize| {
+                            if t > l {
+                                g.hpow[t - l - 1]
+                            } else {
+                                // SAFETY: an all-zero __m128i is valid.
+                                unsafe { core::mem::zeroed() }
+                            }
+                        };
+                        let lanes = [lane(0), lane(1), lane(2), lane(3)];
+                        // SAFETY: [__m128i; 4] and __m512i have the same size.
+                        g.hquad[t] =
+                            unsafe { core::mem::transmute::<[__m128i; 4], __m512i>(lanes) };
+                    }
                 }
             }
             Some(g)
@@ -105,8 +161,9 @@ mod imp {
                 rk,
                 rounds,
                 hpow: [_mm_setzero_si128(); GROUP],
-                wide: false,
+                width: Width::W128,
                 hpair: [core::mem::zeroed(); GROUP - 1],
+                hquad: [core::mem::zeroed(); GROUP + 1],
             };
             // H = E_K(0^128); the POLYVAL key is mulX_POLYVAL(ByteReverse(H)).
             let h = g.encrypt1(_mm_setzero_si128());
@@ -135,10 +192,10 @@ mod imp {
             // SAFETY: an AesNiGcm exists only after the CPU features were checked (and `wide`
             // only after the wide ones were).
             unsafe {
-                if self.wide {
-                    self.seal_wide(iv, aad, data)
-                } else {
-                    self.seal_impl(iv, aad, data)
+                match self.width {
+                    Width::W512 => self.seal_x4(iv, aad, data),
+                    Width::W256 => self.seal_wide(iv, aad, data),
+                    Width::W128 => self.seal_impl(iv, aad, data),
                 }
             }
         }
@@ -151,10 +208,10 @@ mod imp {
             }
             // SAFETY: as above.
             unsafe {
-                if self.wide {
-                    self.open_wide(iv, aad, data, tag)
-                } else {
-                    self.open_impl(iv, aad, data, tag)
+                match self.width {
+                    Width::W512 => self.open_x4(iv, aad, data, tag),
+                    Width::W256 => self.open_wide(iv, aad, data, tag),
+                    Width::W128 => self.open_impl(iv, aad, data, tag),
                 }
             }
         }
@@ -680,6 +737,232 @@ mod imp {
         }
     }
 
+    // ---- 512-bit path: AVX-512 VAES + VPCLMULQDQ, four blocks per instruction ----
+
+    impl AesNiGcm {
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn seal_x4(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+            let ivb = load_iv(iv);
+            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
+            self.ctr_x4(ivb, data);
+            let t = self.tag_x4(aad, data, ej0);
+            let mut out = [0u8; 16];
+            _mm_storeu_si128(out.as_mut_ptr().cast(), t);
+            out
+        }
+
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn open_x4(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+            let ivb = load_iv(iv);
+            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
+            let t = self.tag_x4(aad, data, ej0);
+            let given = _mm_loadu_si128(tag.as_ptr().cast());
+            if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
+                return false;
+            }
+            self.ctr_x4(ivb, data);
+            true
+        }
+
+        /// CTR over `data` (counters from 2), four blocks per zmm register, up to 16 blocks per
+        /// batch; the tail is read and written with byte masks.
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn ctr_x4(&self, iv: __m128i, data: &mut [u8]) {
+            let base = _mm512_broadcast_i32x4(iv);
+            // Little-endian counters in dword 3 of each lane; byte-swapped into place per use.
+            let mut ctr = _mm512_set_epi32(5, 0, 0, 0, 4, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0);
+            let mut off = 0;
+            while off < data.len() {
+                let quads = (data.len() - off).div_ceil(64).min(4);
+                match quads {
+                    1 => self.batch_x4::<1>(base, &mut ctr, data, &mut off),
+                    2 => self.batch_x4::<2>(base, &mut ctr, data, &mut off),
+                    3 => self.batch_x4::<3>(base, &mut ctr, data, &mut off),
+                    _ => self.batch_x4::<4>(base, &mut ctr, data, &mut off),
+                }
+            }
+        }
+
+        #[inline]
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn batch_x4<const NQ: usize>(
+            &self,
+            base: __m512i,
+            ctr: &mut __m512i,
+            data: &mut [u8],
+            off: &mut usize,
+        ) {
+            // Swap the bytes of dword 3 of each lane (big-endian counter), leave the rest.
+            let swap = _mm512_broadcast_i32x4(_mm_set_epi8(
+                12, 13, 14, 15, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+            ));
+            let four = _mm512_set_epi32(4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0);
+            let mut b: [__m512i; NQ] = [_mm512_setzero_si512(); NQ];
+            for x in b.iter_mut() {
+                *x = _mm512_xor_si512(base, _mm512_shuffle_epi8(*ctr, swap));
+                *ctr = _mm512_add_epi32(*ctr, four);
+            }
+            let k0 = _mm512_broadcast_i32x4(self.rk[0]);
+            for x in b.iter_mut() {
+                *x = _mm512_xor_si512(*x, k0);
+            }
+            for r in 1..self.rounds {
+                let k = _mm512_broadcast_i32x4(self.rk[r]);
+                for x in b.iter_mut() {
+                    *x = _mm512_aesenc_epi128(*x, k);
+                }
+            }
+            let k = _mm512_broadcast_i32x4(self.rk[self.rounds]);
+            for x in b.iter_mut() {
+                *x = _mm512_aesenclast_epi128(*x, k);
+            }
+            for ks in b.iter() {
+                let n = (data.len() - *off).min(64);
+                let p = data.as_mut_ptr().add(*off);
+                if n == 64 {
+                    let v = _mm512_loadu_si512(p.cast());
+                    _mm512_storeu_si512(p.cast(), _mm512_xor_si512(v, *ks));
+                } else {
+                    let m: __mmask64 = (1u64 << n) - 1;
+                    let v = _mm512_maskz_loadu_epi8(m, p.cast());
+                    _mm512_mask_storeu_epi8(p.cast(), m, _mm512_xor_si512(v, *ks));
+                }
+                *off += n;
+            }
+        }
+
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn tag_x4(&self, aad: &[u8], ct: &[u8], ej0: __m128i) -> __m128i {
+            let mut lens = [0u8; 16];
+            lens[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
+            lens[8..].copy_from_slice(&((ct.len() as u64) * 8).to_be_bytes());
+            let total = aad.len().div_ceil(16) + ct.len().div_ceil(16) + 1;
+            let rev = bswap_mask();
+            let mut g = GhashX4 {
+                hpow: &self.hpow,
+                hquad: &self.hquad,
+                total,
+                idx: 0,
+                group_end: match total % GROUP {
+                    0 => GROUP,
+                    n => n,
+                },
+                lo: _mm_setzero_si128(),
+                mid: _mm_setzero_si128(),
+                hi: _mm_setzero_si128(),
+                lo4: _mm512_setzero_si512(),
+                mid4: _mm512_setzero_si512(),
+                hi4: _mm512_setzero_si512(),
+                acc: _mm_setzero_si128(),
+                rev4: _mm512_broadcast_i32x4(rev),
+            };
+            g.absorb(aad);
+            g.absorb(ct);
+            g.absorb(&lens);
+            _mm_xor_si128(_mm_shuffle_epi8(g.acc, rev), ej0)
+        }
+    }
+
+    /// GHASH state for the 512-bit path: up to four blocks per multiply, partial blocks and
+    /// partial quads read with byte masks (the missing lanes are zero and so add nothing).
+    struct GhashX4<'a> {
+        hpow: &'a [__m128i; GROUP],
+        hquad: &'a [__m512i; GROUP + 1],
+        total: usize,
+        idx: usize,
+        group_end: usize,
+        lo: __m128i,
+        mid: __m128i,
+        hi: __m128i,
+        lo4: __m512i,
+        mid4: __m512i,
+        hi4: __m512i,
+        acc: __m128i,
+        rev4: __m512i,
+    }
+
+    impl GhashX4<'_> {
+        #[inline]
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn end_group(&mut self) {
+            let fold = |x: __m512i| {
+                _mm_xor_si128(
+                    _mm_xor_si128(_mm512_castsi512_si128(x), _mm512_extracti32x4_epi32::<1>(x)),
+                    _mm_xor_si128(
+                        _mm512_extracti32x4_epi32::<2>(x),
+                        _mm512_extracti32x4_epi32::<3>(x),
+                    ),
+                )
+            };
+            let lo = _mm_xor_si128(self.lo, fold(self.lo4));
+            let mid = _mm_xor_si128(self.mid, fold(self.mid4));
+            let hi = _mm_xor_si128(self.hi, fold(self.hi4));
+            self.lo4 = _mm512_setzero_si512();
+            self.mid4 = _mm512_setzero_si512();
+            self.hi4 = _mm512_setzero_si512();
+            self.acc = reduce(lo, mid, hi);
+            let next = (self.total - self.idx).min(GROUP);
+            if next > 0 {
+                let (l, m, h) = mul(self.acc, self.hpow[next - 1]);
+                self.lo = l;
+                self.mid = m;
+                self.hi = h;
+                self.group_end += next;
+            } else {
+                self.lo = _mm_setzero_si128();
+                self.mid = _mm_setzero_si128();
+                self.hi = _mm_setzero_si128();
+            }
+        }
+
+        #[inline]
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn absorb(&mut self, seg: &[u8]) {
+            let mut off = 0;
+            while off < seg.len() {
+                let left_blocks = (seg.len() - off).div_ceil(16);
+                let k = left_blocks.min(4).min(self.group_end - self.idx);
+                let n = (seg.len() - off).min(16 * k);
+                let p = seg.as_ptr().add(off);
+                let x = if n == 64 {
+                    _mm512_loadu_si512(p.cast())
+                } else {
+                    _mm512_maskz_loadu_epi8((1u64 << n) - 1, p.cast())
+                };
+                let x = _mm512_shuffle_epi8(x, self.rev4);
+                let h = self.hquad[self.group_end - self.idx];
+                self.lo4 = _mm512_xor_si512(self.lo4, _mm512_clmulepi64_epi128::<0x00>(x, h));
+                self.hi4 = _mm512_xor_si512(self.hi4, _mm512_clmulepi64_epi128::<0x11>(x, h));
+                self.mid4 = _mm512_xor_si512(
+                    self.mid4,
+                    _mm512_xor_si512(
+                        _mm512_clmulepi64_epi128::<0x10>(x, h),
+                        _mm512_clmulepi64_epi128::<0x01>(x, h),
+                    ),
+                );
+                self.idx += k;
+                off += n;
+                if self.idx == self.group_end {
+                    self.end_group();
+                }
+            }
+        }
+    }
+
     impl Drop for AesNiGcm {
         fn drop(&mut self) {
             // Wipe the key schedule and the powers of H (volatile so it is not optimised out).
@@ -688,6 +971,10 @@ mod imp {
                 unsafe { core::ptr::write_volatile(k, core::mem::zeroed()) };
             }
             for k in self.hpair.iter_mut() {
+                // SAFETY: as above.
+                unsafe { core::ptr::write_volatile(k, core::mem::zeroed()) };
+            }
+            for k in self.hquad.iter_mut() {
                 // SAFETY: as above.
                 unsafe { core::ptr::write_volatile(k, core::mem::zeroed()) };
             }
@@ -812,6 +1099,7 @@ mod imp {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
+    use super::imp::Width;
     use super::AesNiGcm;
     use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 
@@ -828,6 +1116,14 @@ mod tests {
         fn bytes(&mut self, n: usize) -> Vec<u8> {
             (0..n).map(|_| self.next() as u8).collect()
         }
+    }
+
+    #[test]
+    fn reports_the_paths_it_tests() {
+        eprintln!(
+            "widest GCM path on this CPU: {:?}",
+            super::imp::best_width()
+        );
     }
 
     #[test]
@@ -865,7 +1161,8 @@ mod tests {
                     &mut want,
                 )
                 .unwrap();
-            let ours = AesNiGcm::with_width(&key, case % 3 != 0).unwrap();
+            let width = [Width::W128, Width::W256, Width::W512][case % 3];
+            let ours = AesNiGcm::with_width(&key, width).unwrap();
             let mut got = plain.clone();
             let tag = ours.seal(&iv, &aad, &mut got);
             assert_eq!(
