@@ -28,6 +28,9 @@ impl AesNiGcm {
     pub(crate) fn seal(&self, _iv: &[u8; 12], _aad: &[u8], _data: &mut [u8]) -> [u8; 16] {
         unreachable!("never constructed on this architecture")
     }
+    pub(crate) fn ctr_keystream(&self, _iv: &[u8; 16], _data: &mut [u8]) -> bool {
+        false
+    }
     pub(crate) fn open(&self, _iv: &[u8; 12], _aad: &[u8], _data: &mut [u8], _tag: &[u8]) -> bool {
         unreachable!("never constructed on this architecture")
     }
@@ -187,6 +190,26 @@ mod imp {
             g
         }
 
+        /// RFC 3711 §4.1.1 AES-CM: XORs the keystream E(IV), E(IV+1), ... into `data`. The IV's
+        /// low 16 bits are zero (SRTP puts the block counter there), so `data` may be at most
+        /// 2^16 blocks; longer input returns false and is left unchanged.
+        pub(crate) fn ctr_keystream(&self, iv: &[u8; 16], data: &mut [u8]) -> bool {
+            if data.len() > (1 << 16) * 16 || iv[14] != 0 || iv[15] != 0 {
+                return false;
+            }
+            // SAFETY: the CPU features of `width` were checked at construction.
+            unsafe {
+                let ivb = _mm_loadu_si128(iv.as_ptr().cast());
+                match self.width {
+                    Width::W512 => self.ctr_x4_from(ivb, data, 0),
+                    _ => {
+                        self.ctr_from(ivb, data, false, 0);
+                    }
+                }
+            }
+            true
+        }
+
         /// Encrypts `data` in place and returns the tag.
         pub(crate) fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
             // SAFETY: an AesNiGcm exists only after the CPU features were checked (and `wide`
@@ -252,7 +275,9 @@ mod imp {
             debug_assert_eq!(chunk.len(), 16 * N);
             let mut b = [_mm_setzero_si128(); N];
             for (i, x) in b.iter_mut().enumerate() {
-                *x = _mm_insert_epi32::<3>(iv, ctr.wrapping_add(i as u32).swap_bytes() as i32);
+                // XOR, not insert: GCM's IV has zeros there, AES-CM's has index bytes in 12..14.
+                let c = ctr.wrapping_add(i as u32).swap_bytes() as i32;
+                *x = _mm_xor_si128(iv, _mm_set_epi32(c, 0, 0, 0));
             }
             *ctr = ctr.wrapping_add(N as u32);
             self.encrypt_blocks::<N>(&mut b);
@@ -267,7 +292,13 @@ mod imp {
         /// (the tag mask) is computed in the last batch, alongside the data, and returned.
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
         unsafe fn ctr(&self, iv: __m128i, data: &mut [u8], j0: bool) -> __m128i {
-            let mut ctr: u32 = 2;
+            self.ctr_from(iv, data, j0, 2)
+        }
+
+        /// CTR over `data` with counters from `first` XORed into the last word of `iv`.
+        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
+        unsafe fn ctr_from(&self, iv: __m128i, data: &mut [u8], j0: bool, first: u32) -> __m128i {
+            let mut ctr: u32 = first;
             let mut chunks = data.chunks_exact_mut(128);
             for c in &mut chunks {
                 self.ctr_batch::<8>(iv, &mut ctr, c);
@@ -774,9 +805,35 @@ mod imp {
             enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
         )]
         unsafe fn ctr_x4(&self, iv: __m128i, data: &mut [u8]) {
+            self.ctr_x4_from(iv, data, 2)
+        }
+
+        /// CTR over `data` with counters from `first` XORed into the last word of `iv`.
+        #[target_feature(
+            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
+        )]
+        unsafe fn ctr_x4_from(&self, iv: __m128i, data: &mut [u8], first: u32) {
             let base = _mm512_broadcast_i32x4(iv);
             // Little-endian counters in dword 3 of each lane; byte-swapped into place per use.
-            let mut ctr = _mm512_set_epi32(5, 0, 0, 0, 4, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0);
+            let f = first as i32;
+            let mut ctr = _mm512_set_epi32(
+                f.wrapping_add(3),
+                0,
+                0,
+                0,
+                f.wrapping_add(2),
+                0,
+                0,
+                0,
+                f.wrapping_add(1),
+                0,
+                0,
+                0,
+                f,
+                0,
+                0,
+                0,
+            );
             let mut off = 0;
             while off < data.len() {
                 let quads = (data.len() - off).div_ceil(64).min(4);
@@ -1116,6 +1173,40 @@ mod tests {
         fn bytes(&mut self, n: usize) -> Vec<u8> {
             (0..n).map(|_| self.next() as u8).collect()
         }
+    }
+
+    #[test]
+    fn aes_cm_keystream_matches_aws_lc_ctr() {
+        use aws_lc_rs::cipher::{
+            EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_256,
+        };
+        let mut rng = Rng(11);
+        for case in 0..600 {
+            let klen = if case % 2 == 0 { 16 } else { 32 };
+            let key = rng.bytes(klen);
+            let mut iv = [0u8; 16];
+            iv[..14].copy_from_slice(&rng.bytes(14));
+            let len = [0usize, 1, 15, 16, 17, 64, 100, 160, 172, 1000, 1500][case % 11];
+            let plain = rng.bytes(len);
+            let alg = if klen == 16 { &AES_128 } else { &AES_256 };
+            let reference = EncryptingKey::ctr(UnboundCipherKey::new(alg, &key).unwrap()).unwrap();
+            let mut want = plain.clone();
+            reference
+                .less_safe_encrypt(&mut want, EncryptionContext::Iv128(iv.into()))
+                .unwrap();
+            let width = [Width::W128, Width::W256, Width::W512][case % 3];
+            let ours = AesNiGcm::with_width(&key, width).unwrap();
+            let mut got = plain.clone();
+            assert!(ours.ctr_keystream(&iv, &mut got));
+            assert_eq!(got, want, "case {case} len {len} {width:?}");
+        }
+        let k = AesNiGcm::new(&[0u8; 16]).unwrap();
+        let mut iv = [0u8; 16];
+        iv[15] = 1;
+        assert!(
+            !k.ctr_keystream(&iv, &mut [0u8; 16]),
+            "IV with a non-zero counter is refused"
+        );
     }
 
     #[test]

@@ -245,6 +245,11 @@ pub(crate) fn cm_crypt(keys: &CmKeys, iv: [u8; 16], data: &mut [u8]) -> Result<(
     if data.is_empty() {
         return Ok(());
     }
+    if let Some(fast) = &keys.fast {
+        if fast.ctr_keystream(&iv, data) {
+            return Ok(());
+        }
+    }
     keys.cipher
         .less_safe_encrypt(data, EncryptionContext::Iv128(iv.into()))
         .map(|_| ())
