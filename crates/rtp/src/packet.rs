@@ -235,8 +235,9 @@ impl<'a> Iterator for ExtensionElements<'a> {
                     return None;
                 }
                 ExtensionForm::OneByte => {
-                    if b == 0 {
-                        // RFC 8285 §4.2: padding byte.
+                    if b >> 4 == 0 {
+                        // RFC 8285 §4.2: ID 0 is padding, a single byte whatever its length
+                        // field says (as libwebrtc reads it); never an element.
                         self.pos += 1;
                         continue;
                     }

@@ -73,8 +73,8 @@ impl Mki {
     }
 }
 
-/// SDES session parameters (RFC 4568 §6.3, §6.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// SDES session parameters (RFC 4568 §6.3, §6.4). `Debug` hides the FEC key.
+#[derive(Clone, PartialEq, Eq)]
 pub enum SessionParam {
     /// `KDR=n`: key derivation rate 2^n.
     Kdr(u8),
@@ -89,6 +89,16 @@ pub enum SessionParam {
     Wsh(u32),
     /// A parameter this crate does not know (kept for error reporting and round trips).
     Other(String),
+}
+
+impl core::fmt::Debug for SessionParam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SessionParam::FecKey(_) => f.write_str("FecKey(<redacted>)"),
+            SessionParam::Other(s) if s.contains("inline:") => f.write_str("Other(<redacted>)"),
+            other => write!(f, "{other}"),
+        }
+    }
 }
 
 impl core::fmt::Display for SessionParam {
@@ -527,5 +537,12 @@ mod tests {
         let a = CryptoAttribute::parse(RFC4568_EXAMPLE).unwrap();
         let d = format!("{a:?}");
         assert!(!d.contains("PS1uQ") && d.contains("redacted"), "{d}");
+        let fec =
+            format!("{RFC4568_EXAMPLE} FEC_KEY=inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz");
+        let d = format!("{:?}", CryptoAttribute::parse(&fec).unwrap());
+        assert!(
+            !d.contains("QUJDREVG") && d.contains("FecKey(<redacted>)"),
+            "{d}"
+        );
     }
 }

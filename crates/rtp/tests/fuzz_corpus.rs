@@ -86,6 +86,14 @@ fn srtp_unprotect_corpus() {
 }
 
 #[test]
+fn keyring_unprotect_corpus() {
+    let (stats, n) = replay("keyring_unprotect", fuzz_logic::keyring_unprotect);
+    assert!(n >= 20, "{n} inputs");
+    // Seeds made with key 0 of each profile (and no MKI) authenticate through the ring.
+    assert!(stats.ok >= 20 && stats.err >= 10, "{stats:?}");
+}
+
+#[test]
 fn srtp_protect_corpus() {
     let (stats, n) = replay("srtp_protect", fuzz_logic::srtp_protect);
     assert!(n >= 20, "{n} inputs");
