@@ -445,7 +445,6 @@ pub fn replace_udp_payload(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<isize, CaptureError> {
-    let old_end = loc.payload_offset + loc.payload_len;
     out.clear();
     out.extend_from_slice(&frame[..loc.payload_offset]);
     out.extend_from_slice(payload);
@@ -488,7 +487,6 @@ pub fn replace_udp_payload(
     }
     .map_err(|_| too_big())?;
     out[u + 6..u + 8].copy_from_slice(&ck.to_be_bytes());
-    let _ = old_end;
     Ok(delta)
 }
 

@@ -40,7 +40,6 @@ impl AesNiGcm {
 mod imp {
     use core::arch::x86_64::*;
 
-    const FEATURES: &str = "aes,pclmulqdq,ssse3,sse4.1";
     /// Blocks hashed per reduction: a 480-byte SRTP payload with its header and length block is
     /// one group.
     const GROUP: usize = 32;
@@ -1149,9 +1148,6 @@ mod imp {
         b!(13);
         a!(14, 0x40);
     }
-
-    #[allow(dead_code)]
-    const _: &str = FEATURES;
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -276,12 +276,6 @@ impl SessionCrypto {
             return Err(bad(raw.salt.len(), profile.salt_len()));
         }
         if profile.is_aead() {
-            let alg = if profile.key_len() == 32 {
-                &AES_256_GCM
-            } else {
-                &AES_128_GCM
-            };
-            let _ = alg;
             let aead = GcmCipher::new(raw.encryption_key)?;
             let mut salt = Zeroizing::new([0u8; 12]);
             salt.copy_from_slice(raw.salt);
@@ -319,12 +313,6 @@ impl SessionCrypto {
         let mut enc = Zeroizing::new(vec![0u8; profile.key_len()]);
         kdf.derive(enc_l, &mut enc)?;
         if profile.is_aead() {
-            let alg = if profile.key_len() == 32 {
-                &AES_256_GCM
-            } else {
-                &AES_128_GCM
-            };
-            let _ = alg;
             let aead = GcmCipher::new(&enc)?;
             let mut salt = Zeroizing::new([0u8; 12]);
             kdf.derive(salt_l, &mut salt[..])?;

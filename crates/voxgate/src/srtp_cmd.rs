@@ -19,7 +19,7 @@ use voxgate_capture::{
     locate_udp, replace_udp_payload, CaptureReader, CaptureWriter, Item, NotUdp,
 };
 use voxgate_rtp::keyring::classify;
-use voxgate_rtp::{CryptoAttribute, Error as SrtpError, KeyRing, PacketKind, SrtpProfile};
+use voxgate_rtp::{CryptoAttribute, Error as SrtpError, KeyRing, PacketKind};
 
 #[derive(Debug, Subcommand)]
 pub enum SrtpCommand {
@@ -281,14 +281,4 @@ fn print_report(r: &Report) {
             }
         }
     }
-}
-
-/// Names of the suites, for `--help` texts and errors.
-#[allow(dead_code)]
-fn suites() -> String {
-    SrtpProfile::ALL
-        .iter()
-        .map(|p| p.name())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
