@@ -440,8 +440,13 @@ pub fn srtp_protect(data: &[u8]) -> Stats {
                 if cfg.rtcp {
                     tx.set_srtcp_tx_index(ssrc, start).expect("new stream");
                 } else {
-                    tx.set_tx_index(ssrc, u64::from(start) << 16)
-                        .expect("new stream");
+                    // The first packet goes out under ROC `start` exactly (set_tx_index takes
+                    // the index before it), and the receiver is told that ROC.
+                    let seq = RtpHeader::parse(pkt).map_or(0, |h| u64::from(h.sequence_number));
+                    let first = u64::from(start) << 16 | seq;
+                    if first > 0 {
+                        tx.set_tx_index(ssrc, first - 1).expect("new stream");
+                    }
                     rx.set_rx_roc(ssrc, start).expect("new stream");
                 }
             }

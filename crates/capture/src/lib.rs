@@ -451,19 +451,20 @@ pub fn replace_udp_payload(
     let delta = payload.len() as isize - loc.payload_len as isize;
     let udp_len = 8 + payload.len();
     let too_big = || CaptureError::PayloadTooLarge(payload.len());
+    // Lengths from what is written (headers up to the UDP payload, then the new payload): any
+    // bytes the IP packet carried after the UDP datagram are not copied.
+    let ip_len = loc.payload_offset - loc.ip_offset + payload.len();
     match loc.src.ip() {
         IpAddr::V4(_) => {
             let ip = &mut out[loc.ip_offset..];
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
-            let total = u16::from_be_bytes([ip[2], ip[3]]) as isize + delta;
-            let total = u16::try_from(total).map_err(|_| too_big())?;
+            let total = u16::try_from(ip_len).map_err(|_| too_big())?;
             ip[2..4].copy_from_slice(&total.to_be_bytes());
             ones_complement_fix(&mut ip[..ihl]);
         }
         IpAddr::V6(_) => {
             let ip = &mut out[loc.ip_offset..];
-            let plen = u16::from_be_bytes([ip[4], ip[5]]) as isize + delta;
-            let plen = u16::try_from(plen).map_err(|_| too_big())?;
+            let plen = u16::try_from(ip_len - 40).map_err(|_| too_big())?;
             ip[4..6].copy_from_slice(&plen.to_be_bytes());
         }
     }
@@ -526,6 +527,20 @@ mod tests {
             assert_eq!(d, 300 - 16);
             assert_eq!(out, udp_frame(&[7u8; 300], v6));
         }
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_udp_datagram_are_dropped_and_lengths_stay_consistent() {
+        // An IPv4 packet whose UDP length is shorter than its IP payload (10 stray bytes).
+        let mut f = udp_frame(b"0123456789", false);
+        f.extend_from_slice(&[0xee; 10]);
+        let total = u16::from_be_bytes([f[16], f[17]]) + 10;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        let loc = locate_udp(DataLink::ETHERNET, &f).unwrap();
+        assert_eq!(loc.payload_len, 10);
+        let mut out = Vec::new();
+        replace_udp_payload(&f, &loc, b"abc", &mut out).unwrap();
+        assert_eq!(out, udp_frame(b"abc", false));
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub enum Error {
     #[error("SDES: malformed crypto attribute at byte {offset}: {reason}")]
     SdesSyntax { offset: usize, reason: &'static str },
     /// SDES: a session parameter that voxgate does not implement.
-    #[error("SDES: unsupported session parameter {param:?}")]
+    #[error("SDES: unsupported session parameter {param}")]
     UnsupportedSessionParam { param: String },
     /// A cryptographic primitive failed (should not happen with valid keys).
     #[error("crypto backend failure")]

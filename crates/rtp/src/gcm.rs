@@ -184,8 +184,8 @@ mod imp {
                 let (lo, mid, hi) = mul(g.hpow[i - 1], h1);
                 g.hpow[i] = reduce(lo, mid, hi);
             }
-            hb.fill(0);
-            vb.fill(0);
+            zeroize::Zeroize::zeroize(&mut hb);
+            zeroize::Zeroize::zeroize(&mut vb);
             g
         }
 

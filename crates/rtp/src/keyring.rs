@@ -25,10 +25,17 @@ pub struct KeyRing {
     bound: HashMap<u32, usize>,
     /// Next key to hand to a new SSRC when protecting.
     next_for_protect: usize,
-    /// Copy of a packet under trial: a failed AEAD open leaves the buffer zeroed, so each key
+    /// Copy of a packet under trial: a failed AEAD open may leave the buffer zeroed, so each key
     /// must start from the original bytes.
     scratch: Vec<u8>,
+    /// Packets of each still-unbound SSRC tried so far. Trials stop at
+    /// [`MAX_TRIALS_PER_SSRC`]: with 32-bit tags every trial has a 2^-32 chance of a false
+    /// accept, which would bind the SSRC to a wrong key.
+    trials: HashMap<u32, u32>,
 }
+
+/// Packets of one SSRC tried against the keys before the ring gives that SSRC up.
+pub const MAX_TRIALS_PER_SSRC: u32 = 1000;
 
 /// What happened to a packet given to the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +101,8 @@ impl KeyRing {
 
     /// Unprotects an SRTP or SRTCP packet in place. An SSRC not yet bound is tried against
     /// every key that may serve it; the first that authenticates is bound. When none does, the
-    /// error is [`Error::AuthTagMismatch`] (or the packet's parse error).
+    /// error is [`Error::AuthTagMismatch`] (or the packet's parse error), and the packet is left
+    /// as it came. After [`MAX_TRIALS_PER_SSRC`] failed packets an SSRC is no longer tried.
     pub fn unprotect(&mut self, buf: &mut [u8], len: usize) -> Result<Processed> {
         let (kind, ssrc) = classify(buf.get(..len).ok_or(Error::Truncated {
             len: buf.len(),
@@ -109,6 +117,11 @@ impl KeyRing {
                 kind,
             });
         }
+        let tried = self.trials.entry(ssrc).or_insert(0);
+        if *tried >= MAX_TRIALS_PER_SSRC {
+            return Err(Error::AuthTagMismatch);
+        }
+        *tried += 1;
         let mut last = Error::AuthTagMismatch;
         self.scratch.clear();
         self.scratch.extend_from_slice(&buf[..len]);
@@ -120,6 +133,7 @@ impl KeyRing {
             match Self::run(&mut e.session, kind, false, buf, len) {
                 Ok(n) => {
                     self.bound.insert(ssrc, key);
+                    self.trials.remove(&ssrc);
                     return Ok(Processed {
                         len: n,
                         key,

@@ -41,7 +41,17 @@ impl SrtpProfile {
             .into_iter()
             .find(|p| p.name() == name)
             .ok_or_else(|| Error::UnknownSuite {
-                name: name.chars().take(64).collect(),
+                // Suite names are upper case, digits and '_'; anything else (say, a key typed
+                // where the suite goes) is not echoed back.
+                name: if name.len() <= 48
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    name.to_string()
+                } else {
+                    "<not a suite name>".to_string()
+                },
             })
     }
 

@@ -91,6 +91,29 @@ pub enum SessionParam {
     Other(String),
 }
 
+/// The name of a session parameter for error messages: never its value, which may be key
+/// material (`FEC_KEY=inline:...`, or a second key separated by a space instead of `;`).
+fn param_name(p: &SessionParam) -> String {
+    match p {
+        SessionParam::Other(s) => {
+            let name: String = s
+                .split(['=', ':'])
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(32)
+                .collect();
+            if s.contains(['=', ':']) {
+                format!("{name}=<value hidden>")
+            } else {
+                name
+            }
+        }
+        SessionParam::FecKey(_) => "FEC_KEY=<value hidden>".into(),
+        other => other.to_string(),
+    }
+}
+
 impl core::fmt::Debug for SessionParam {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -352,11 +375,12 @@ impl CryptoAttribute {
                             param: p.to_string(),
                         });
                     }
+                    // (WSH=n carries no secret: its text is safe to show.)
                     window = (*n as usize).min(MAX_REPLAY_WINDOW);
                 }
                 other => {
                     return Err(Error::UnsupportedSessionParam {
-                        param: other.to_string().chars().take(64).collect(),
+                        param: param_name(other),
                     })
                 }
             }
@@ -470,24 +494,40 @@ mod tests {
 
     #[test]
     fn unsupported_session_params_are_rejected_clearly() {
-        for p in [
-            "KDR=1",
-            "UNENCRYPTED_SRTP",
-            "UNENCRYPTED_SRTCP",
-            "UNAUTHENTICATED_SRTP",
-            "FEC_ORDER=FEC_SRTP",
-            "FOO=1",
-            "WSH=10",
+        for (p, shown) in [
+            ("KDR=1", "KDR=1"),
+            ("UNENCRYPTED_SRTP", "UNENCRYPTED_SRTP"),
+            ("UNENCRYPTED_SRTCP", "UNENCRYPTED_SRTCP"),
+            ("UNAUTHENTICATED_SRTP", "UNAUTHENTICATED_SRTP"),
+            ("FEC_ORDER=FEC_SRTP", "FEC_ORDER=FEC_SRTP"),
+            ("FOO=1", "FOO=<value hidden>"),
+            ("WSH=10", "WSH=10"),
+            (
+                "FEC_KEY=inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz",
+                "FEC_KEY=<value hidden>",
+            ),
+            // a second key after a space instead of ';'
+            (
+                "inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz",
+                "inline=<value hidden>",
+            ),
         ] {
             let s = format!(
                 "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR {p}"
             );
             let a = CryptoAttribute::parse(&s).unwrap();
             match a.to_policy() {
-                Err(Error::UnsupportedSessionParam { param }) => assert_eq!(param, p),
+                Err(e @ Error::UnsupportedSessionParam { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(shown), "{p}: {msg}");
+                    assert!(!msg.contains("QUJDREVG"), "key material in error: {msg}");
+                }
                 other => panic!("{p}: {other:?}"),
             }
         }
+        let e = CryptoAttribute::parse("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz inline:x")
+            .unwrap_err();
+        assert!(!e.to_string().contains("QUJDREVG"), "{e}");
     }
 
     #[test]

@@ -110,19 +110,47 @@ impl SessionKeys {
 /// Per-SSRC state.
 struct Stream {
     srtp_tx: ReplayWindow,
+    /// Whether the sender has protected (or been told of) any SRTP packet.
+    tx_started: bool,
     srtp_rx: ReplayWindow,
+    /// Whether any SRTP packet of this SSRC has been received (authenticated).
+    rx_started: bool,
+    /// A ROC signalled for the first received packet (late join): that packet's index is then
+    /// exactly `roc * 2^16 + SEQ`, with no estimation.
+    rx_roc_hint: Option<Roc>,
     srtcp_tx_next: u32,
+    srtcp_tx_started: bool,
     srtcp_rx: ReplayWindow,
 }
 
 impl Stream {
-    fn new(window: usize, rx_roc: Roc) -> Result<Self> {
+    fn new(window: usize, rx_roc_hint: Option<Roc>) -> Result<Self> {
         Ok(Stream {
             srtp_tx: ReplayWindow::new(window, 0)?,
-            srtp_rx: ReplayWindow::new(window, (rx_roc as u64) << 16)?,
+            tx_started: false,
+            srtp_rx: ReplayWindow::new(window, 0)?,
+            rx_started: false,
+            rx_roc_hint,
             srtcp_tx_next: 0,
+            srtcp_tx_started: false,
             srtcp_rx: ReplayWindow::new(window, 0)?,
         })
+    }
+}
+
+/// The index of the first packet received on a stream: exact when a ROC was signalled,
+/// otherwise estimated from a fresh window (RFC 3711 §3.3.1, ROC 0), as libsrtp does.
+#[inline]
+fn first_rx_estimate(hint: Option<Roc>, seq: u16, top: u64) -> Estimate {
+    match hint {
+        Some(roc) => {
+            let index = ((roc as u64) << 16) | seq as u64;
+            Estimate {
+                index,
+                delta: index as i64 - top as i64,
+            }
+        }
+        None => estimate_srtp_index(top, seq),
     }
 }
 
@@ -141,7 +169,9 @@ impl Hasher for SsrcHasher {
         }
     }
     fn write_u32(&mut self, v: u32) {
-        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Fold the high half down: hashbrown picks buckets with the low bits.
+        let x = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 32);
     }
 }
 
@@ -164,8 +194,8 @@ fn stream_entry<'a>(
             if full {
                 return Err(Error::TooManyStreams { limit: max_streams });
             }
-            let roc = pending_roc.remove(&ssrc).unwrap_or(0);
-            Ok(v.insert(Stream::new(window, roc)?))
+            let hint = pending_roc.remove(&ssrc);
+            Ok(v.insert(Stream::new(window, hint)?))
         }
     }
 }
@@ -421,7 +451,13 @@ impl SrtpSession {
     /// the middle of a call). Applies to the next packet of that SSRC.
     pub fn set_rx_roc(&mut self, ssrc: u32, roc: Roc) -> Result<()> {
         match self.streams.get_mut(&ssrc) {
-            Some(s) => s.srtp_rx = ReplayWindow::new(self.window, (roc as u64) << 16)?,
+            // Once packets were received the ROC is tracked; resetting it would reopen replays.
+            Some(s) if s.rx_started => {
+                return Err(Error::InvalidPolicy {
+                    reason: "the stream is already receiving; its ROC is tracked",
+                })
+            }
+            Some(s) => s.rx_roc_hint = Some(roc),
             None => {
                 self.pending_roc.insert(ssrc, roc);
             }
@@ -438,16 +474,28 @@ impl SrtpSession {
         }
         let window = self.window;
         let s = self.stream_mut(ssrc)?;
+        // Never rewind a sender: indices it used would be used again (keystream reuse).
+        if s.tx_started && index <= s.srtp_tx.top() {
+            return Err(Error::IndexReuse { index });
+        }
         let mut w = ReplayWindow::new(window, index)?;
         w.add(&w.estimate_explicit(index));
         s.srtp_tx = w;
+        s.tx_started = true;
         Ok(())
     }
 
-    /// Sets the next SRTCP index the sender uses for an SSRC (RFC 3711 §3.4 starts at 0).
+    /// Sets the next SRTCP index the sender uses for an SSRC (RFC 3711 §3.4 starts at 0). It may
+    /// only move forward once SRTCP packets were sent.
     pub fn set_srtcp_tx_index(&mut self, ssrc: u32, index: u32) -> Result<()> {
         let s = self.stream_mut(ssrc)?;
-        s.srtcp_tx_next = index & SRTCP_INDEX_MASK;
+        let index = index & SRTCP_INDEX_MASK;
+        if s.srtcp_tx_started && index < s.srtcp_tx_next {
+            return Err(Error::IndexReuse {
+                index: index as u64,
+            });
+        }
+        s.srtcp_tx_next = index;
         Ok(())
     }
 
@@ -539,14 +587,16 @@ impl SrtpSession {
             }
         }
         stream.srtp_tx.add(&est);
+        stream.tx_started = true;
         keys.usage.srtp_packets += 1;
         Ok(out_len)
     }
 
     /// Verifies and decrypts the SRTP packet in `buf[..len]` in place (RFC 3711 §3.3) and returns
     /// the RTP length. Replay state changes only for packets that authenticate. On an error the
-    /// packet bytes are unspecified: a GCM packet that fails authentication is zeroed, never left
-    /// as unauthenticated plaintext. Keep a copy if the original is still needed.
+    /// packet bytes are unspecified (a GCM packet that fails authentication is left as it was on
+    /// the AES-NI path and zeroed on the aws-lc path), never unauthenticated plaintext. Keep a
+    /// copy if the original is still needed.
     pub fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize> {
         let pkt = buf.get(..len).ok_or(Error::Truncated {
             len: buf.len(),
@@ -574,23 +624,21 @@ impl SrtpSession {
         let streams_full = self.streams.len() >= self.max_streams;
         let stream = self.streams.get_mut(&hdr.ssrc);
         let est = match stream.as_deref() {
-            Some(s) => {
+            Some(s) if s.rx_started => {
                 let e = s.srtp_rx.estimate_srtp(hdr.sequence_number);
                 s.srtp_rx.check(&e)?;
                 e
             }
+            // A stream that exists (we sent on it) but has received nothing yet.
+            Some(s) => first_rx_estimate(s.rx_roc_hint, hdr.sequence_number, s.srtp_rx.top()),
             None => {
                 if streams_full {
                     return Err(Error::TooManyStreams {
                         limit: self.max_streams,
                     });
                 }
-                // A new stream: estimate against a fresh window (ROC 0 or the signalled one).
-                let top = self
-                    .pending_roc
-                    .get(&hdr.ssrc)
-                    .map_or(0, |r| (*r as u64) << 16);
-                estimate_srtp_index(top, hdr.sequence_number)
+                let hint = self.pending_roc.get(&hdr.ssrc).copied();
+                first_rx_estimate(hint, hdr.sequence_number, 0)
             }
         };
         if est.index > MAX_SRTP_INDEX {
@@ -620,7 +668,10 @@ impl SrtpSession {
         }
         keys.usage.srtp_packets += 1;
         match stream {
-            Some(s) => s.srtp_rx.add(&est),
+            Some(s) => {
+                s.srtp_rx.add(&est);
+                s.rx_started = true;
+            }
             None => {
                 let s = stream_entry(
                     &mut self.streams,
@@ -630,7 +681,10 @@ impl SrtpSession {
                     hdr.ssrc,
                 );
                 match s {
-                    Ok(s) => s.srtp_rx.add(&est),
+                    Ok(s) => {
+                        s.srtp_rx.add(&est);
+                        s.rx_started = true;
+                    }
                     Err(e) => {
                         // Over the stream limit: the packet authenticated but cannot be tracked
                         // for replay, so it is not delivered.
@@ -689,6 +743,7 @@ impl SrtpSession {
         }
         if let Some(s) = self.streams.get_mut(&hdr.ssrc) {
             s.srtcp_tx_next = index + 1;
+            s.srtcp_tx_started = true;
         }
         self.keys[key_idx].usage.srtcp_packets += 1;
         Ok(out_len)

@@ -236,3 +236,55 @@ fn set_tx_index_marks_that_index_used() {
     );
     tx.protect_rtp_vec(&mut rtp(0xf17c, 3, 10)).unwrap();
 }
+
+#[test]
+fn late_joiner_with_high_sequence_number_and_a_wrap() {
+    for profile in SrtpProfile::ALL {
+        let (mut tx, mut rx) = pair(profile);
+        // The sender is at ROC 5, SEQ 40000 when the receiver joins; it then wraps to ROC 6.
+        tx.set_tx_index(9, (5 << 16) | 39999).unwrap();
+        rx.set_rx_roc(9, 5).unwrap();
+        let mut seq: u16 = 40000;
+        for _ in 0..30000 {
+            let mut p = rtp(seq, 9, 20);
+            tx.protect_rtp_vec(&mut p).unwrap();
+            rx.unprotect_rtp_vec(&mut p)
+                .unwrap_or_else(|e| panic!("{profile} seq {seq}: {e}"));
+            seq = seq.wrapping_add(1);
+        }
+        assert_eq!(rx.rx_roc(9), Some(6));
+    }
+}
+
+#[test]
+fn signalled_state_cannot_rewind_a_stream() {
+    let (mut tx, mut rx) = pair(SrtpProfile::AesCm128HmacSha1_80);
+    let mut p = rtp(100, 4, 20);
+    tx.protect_rtp_vec(&mut p).unwrap();
+    rx.unprotect_rtp_vec(&mut p.clone()).unwrap();
+    // Resetting a receiving stream's ROC would accept old packets again.
+    assert!(matches!(
+        rx.set_rx_roc(4, 0),
+        Err(Error::InvalidPolicy { .. })
+    ));
+    assert_eq!(
+        rx.unprotect_rtp_vec(&mut p),
+        Err(Error::Replayed { index: 100 })
+    );
+    // A sender cannot be moved back onto indices it used (keystream reuse); forward is fine.
+    assert_eq!(tx.set_tx_index(4, 50), Err(Error::IndexReuse { index: 50 }));
+    assert_eq!(
+        tx.set_tx_index(4, 100),
+        Err(Error::IndexReuse { index: 100 })
+    );
+    tx.set_tx_index(4, 1000).unwrap();
+    tx.protect_rtp_vec(&mut rtp(1001, 4, 20)).unwrap();
+    let mut c = rtcp_sr(4);
+    tx.protect_rtcp_vec(&mut c).unwrap();
+    tx.protect_rtcp_vec(&mut rtcp_sr(4)).unwrap();
+    assert_eq!(
+        tx.set_srtcp_tx_index(4, 1),
+        Err(Error::IndexReuse { index: 1 })
+    );
+    tx.set_srtcp_tx_index(4, 10).unwrap();
+}

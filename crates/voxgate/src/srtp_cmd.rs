@@ -29,7 +29,7 @@ pub enum SrtpCommand {
     Encrypt(SrtpArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct SrtpArgs {
     /// A key as in SDP: '<suite> inline:<base64 key||salt>[|lifetime][|MKI:len]' (an a=crypto
     /// line also works). Repeat for other streams. Prefix 'ssrc=0x1234abcd ' to pin it to one SSRC.
@@ -44,6 +44,21 @@ pub struct SrtpArgs {
     /// Print the per-stream report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl std::fmt::Debug for SrtpArgs {
+    // The keys are secrets: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpArgs")
+            .field(
+                "crypto",
+                &format_args!("<{} keys redacted>", self.crypto.len()),
+            )
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 /// One key given on the command line, as shown in the report (never the key itself).
@@ -189,13 +204,20 @@ pub fn run(cmd: SrtpCommand) -> Result<ExitCode> {
                 ..StreamStats::default()
             });
         match result {
-            Ok(p) => {
-                st.processed += 1;
-                st.key = Some(p.key + 1);
-                let delta = replace_udp_payload(&frame.data, &loc, &work[..p.len], &mut frame_out)?;
-                let orig = (frame.orig_len as i64 + delta as i64).max(frame_out.len() as i64);
-                writer.write_frame(&frame, &frame_out, orig as u32)?;
-            }
+            Ok(p) => match replace_udp_payload(&frame.data, &loc, &work[..p.len], &mut frame_out) {
+                Ok(delta) => {
+                    st.processed += 1;
+                    st.key = Some(p.key + 1);
+                    let orig = (frame.orig_len as i64 + delta as i64).max(frame_out.len() as i64);
+                    writer.write_frame(&frame, &frame_out, orig as u32)?;
+                }
+                Err(e) => {
+                    // E.g. a datagram that no longer fits once the tag is added.
+                    st.other_errors += 1;
+                    st.first_error.get_or_insert_with(|| e.to_string());
+                    writer.write_frame(&frame, &frame.data, frame.orig_len)?;
+                }
+            },
             Err(e) => {
                 match e {
                     SrtpError::AuthTagMismatch => st.auth_failures += 1,
