@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod cert;
 mod srtp_cmd;
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,11 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Development CA and TLS certificates (server, client, gateway) in one step.
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
     /// SRTP tools: decrypt or encrypt the RTP/RTCP streams of a pcap/pcapng capture.
     Srtp {
         #[command(subcommand)]
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Srtp { command } => srtp_cmd::run(command),
+        Command::Cert { command } => cert::run(command),
     };
     match result {
         Ok(code) => code,
