@@ -33,8 +33,16 @@ pub enum SrtpCommand {
 pub struct SrtpArgs {
     /// A key as in SDP: '<suite> inline:<base64 key||salt>[|lifetime][|MKI:len]' (an a=crypto
     /// line also works). Repeat for other streams. Prefix 'ssrc=0x1234abcd ' to pin it to one SSRC.
-    #[arg(long = "crypto", required = true, value_name = "SPEC")]
+    #[arg(
+        long = "crypto",
+        value_name = "SPEC",
+        required_unless_present = "crypto_file"
+    )]
     crypto: Vec<String>,
+    /// Read key specs from a file instead (one per line, same forms as --crypto, '#' starts a
+    /// comment): keys on the command line are visible to other users in `ps`.
+    #[arg(long = "crypto-file", value_name = "FILE")]
+    crypto_file: Option<PathBuf>,
     /// Input capture (pcap or pcapng).
     #[arg(long = "in", value_name = "FILE")]
     input: PathBuf,
@@ -121,11 +129,25 @@ pub fn run(cmd: SrtpCommand) -> Result<ExitCode> {
     };
     let mut ring = KeyRing::new();
     let mut keys = Vec::new();
-    for (i, spec) in args.crypto.iter().enumerate() {
-        let (attr, ssrc) = parse_crypto(spec).with_context(|| format!("--crypto #{}", i + 1))?;
+    let mut specs = args.crypto.clone();
+    if let Some(f) = &args.crypto_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        specs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    if specs.is_empty() {
+        bail!("no key given (--crypto or --crypto-file)");
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        let (attr, ssrc) = parse_crypto(spec).with_context(|| format!("key #{}", i + 1))?;
         let policy = attr
             .to_policy()
-            .with_context(|| format!("--crypto #{}", i + 1))?;
+            .with_context(|| format!("key #{}", i + 1))?;
         ring.add(policy, ssrc)?;
         keys.push(KeyInfo {
             position: i + 1,

@@ -257,6 +257,45 @@ fn decrypts_a_libsrtp_capture_pcap_and_pcapng() {
 }
 
 #[test]
+fn keys_from_a_file() {
+    let (prot, plain) = call();
+    let input = tmp("keyfile-in.pcap");
+    let output = tmp("keyfile-out.pcap");
+    let keys = tmp("keys.txt");
+    write_pcap(&input, &prot);
+    std::fs::write(
+        &keys,
+        format!("# keys of the call\n{}\n\n{}\n", crypto_a(), crypto_b()),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = voxgate(&[
+        "srtp",
+        "decrypt",
+        "--crypto-file",
+        keys.to_str().unwrap(),
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(read_frames(&output), plain);
+    std::fs::write(&keys, "# nothing\n").unwrap();
+    let (code, _, stderr) = voxgate(&[
+        "srtp",
+        "decrypt",
+        "--crypto-file",
+        keys.to_str().unwrap(),
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no key given"), "{stderr}");
+}
+
+#[test]
 fn human_report_and_wrong_key() {
     let (prot, _) = call();
     let input = tmp("wrongkey.pcap");
