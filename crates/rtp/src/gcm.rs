@@ -211,14 +211,13 @@ mod imp {
 
         /// Encrypts `data` in place and returns the tag.
         pub(crate) fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
-            // SAFETY: an AesNiGcm exists only after the CPU features were checked (and `wide`
-            // only after the wide ones were).
+            // SAFETY: an AesNiGcm exists only after the CPU features of its width were checked.
             unsafe {
-                match self.width {
-                    Width::W512 => self.seal_x4(iv, aad, data),
-                    Width::W256 => self.seal_wide(iv, aad, data),
-                    Width::W128 => self.seal_impl(iv, aad, data),
-                }
+                let ivb = load_iv(iv);
+                let ej0 = self.ctr_any(ivb, data, true);
+                let mut out = [0u8; 16];
+                _mm_storeu_si128(out.as_mut_ptr().cast(), self.tag_any(aad, data, ej0));
+                out
             }
         }
 
@@ -228,13 +227,45 @@ mod imp {
             if tag.len() != 16 {
                 return false;
             }
-            // SAFETY: as above.
+            // SAFETY: as above; `tag` is 16 readable bytes.
             unsafe {
-                match self.width {
-                    Width::W512 => self.open_x4(iv, aad, data, tag),
-                    Width::W256 => self.open_wide(iv, aad, data, tag),
-                    Width::W128 => self.open_impl(iv, aad, data, tag),
+                let ivb = load_iv(iv);
+                let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
+                let t = self.tag_any(aad, data, ej0);
+                let given = _mm_loadu_si128(tag.as_ptr().cast());
+                // Constant time: one compare of all 16 bytes, one branch on the result.
+                if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
+                    return false;
                 }
+                self.ctr_any(ivb, data, false);
+            }
+            true
+        }
+
+        /// GCM CTR over `data` on this key's width; with `j0`, also returns E(J0).
+        #[inline]
+        unsafe fn ctr_any(&self, ivb: __m128i, data: &mut [u8], j0: bool) -> __m128i {
+            match self.width {
+                Width::W512 => {
+                    self.ctr_x4(ivb, data);
+                    if j0 {
+                        self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32))
+                    } else {
+                        _mm_setzero_si128()
+                    }
+                }
+                Width::W256 => self.ctr_wide(ivb, data, j0),
+                Width::W128 => self.ctr(ivb, data, j0),
+            }
+        }
+
+        /// The tag over `aad` and ciphertext `ct` on this key's width.
+        #[inline]
+        unsafe fn tag_any(&self, aad: &[u8], ct: &[u8], ej0: __m128i) -> __m128i {
+            match self.width {
+                Width::W512 => self.tag_x4(aad, ct, ej0),
+                Width::W256 => self.tag_wide(aad, ct, ej0),
+                Width::W128 => self.tag(aad, ct, ej0),
             }
         }
 
@@ -396,30 +427,6 @@ mod imp {
             g.absorb(&lens);
             _mm_xor_si128(_mm_shuffle_epi8(g.acc, g.rev), ej0)
         }
-
-        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
-        unsafe fn seal_impl(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
-            let ivb = load_iv(iv);
-            let ej0 = self.ctr(ivb, data, true);
-            let t = self.tag(aad, data, ej0);
-            let mut out = [0u8; 16];
-            _mm_storeu_si128(out.as_mut_ptr().cast(), t);
-            out
-        }
-
-        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
-        unsafe fn open_impl(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
-            let ivb = load_iv(iv);
-            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
-            let t = self.tag(aad, data, ej0);
-            let given = _mm_loadu_si128(tag.as_ptr().cast());
-            // Constant time: one compare of all 16 bytes.
-            if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
-                return false;
-            }
-            self.ctr(ivb, data, false);
-            true
-        }
     }
 
     /// Aggregated GHASH state (POLYVAL domain) over a sequence of segments; see `tag`.
@@ -479,29 +486,6 @@ mod imp {
     // ---- 256-bit path: VAES + VPCLMULQDQ, two blocks per instruction ----
 
     impl AesNiGcm {
-        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
-        unsafe fn seal_wide(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
-            let ivb = load_iv(iv);
-            let ej0 = self.ctr_wide(ivb, data, true);
-            let t = self.tag_wide(aad, data, ej0);
-            let mut out = [0u8; 16];
-            _mm_storeu_si128(out.as_mut_ptr().cast(), t);
-            out
-        }
-
-        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
-        unsafe fn open_wide(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
-            let ivb = load_iv(iv);
-            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
-            let t = self.tag_wide(aad, data, ej0);
-            let given = _mm_loadu_si128(tag.as_ptr().cast());
-            if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
-                return false;
-            }
-            self.ctr_wide(ivb, data, false);
-            true
-        }
-
         /// CTR over `data` (counters from 2), two blocks per ymm register, up to 16 blocks per
         /// batch; with `j0`, E(J0) rides in the last batch and is returned.
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,vaes,vpclmulqdq")]
@@ -770,34 +754,6 @@ mod imp {
     // ---- 512-bit path: AVX-512 VAES + VPCLMULQDQ, four blocks per instruction ----
 
     impl AesNiGcm {
-        #[target_feature(
-            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
-        )]
-        unsafe fn seal_x4(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
-            let ivb = load_iv(iv);
-            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
-            self.ctr_x4(ivb, data);
-            let t = self.tag_x4(aad, data, ej0);
-            let mut out = [0u8; 16];
-            _mm_storeu_si128(out.as_mut_ptr().cast(), t);
-            out
-        }
-
-        #[target_feature(
-            enable = "aes,pclmulqdq,ssse3,sse4.1,avx2,avx512f,avx512bw,vaes,vpclmulqdq"
-        )]
-        unsafe fn open_x4(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
-            let ivb = load_iv(iv);
-            let ej0 = self.encrypt1(_mm_insert_epi32::<3>(ivb, 1u32.swap_bytes() as i32));
-            let t = self.tag_x4(aad, data, ej0);
-            let given = _mm_loadu_si128(tag.as_ptr().cast());
-            if _mm_movemask_epi8(_mm_cmpeq_epi8(t, given)) != 0xffff {
-                return false;
-            }
-            self.ctr_x4(ivb, data);
-            true
-        }
-
         /// CTR over `data` (counters from 2), four blocks per zmm register, up to 16 blocks per
         /// batch; the tail is read and written with byte masks.
         #[target_feature(

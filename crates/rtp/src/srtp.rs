@@ -825,51 +825,40 @@ impl SrtpSession {
         Ok(body_end)
     }
 
+    /// Runs an in-place operation on a packet held in a `Vec`: grows it by `room` first, then
+    /// truncates to the result (or back to the original length on error).
+    fn on_vec(
+        &mut self,
+        pkt: &mut Vec<u8>,
+        room: usize,
+        op: fn(&mut Self, &mut [u8], usize) -> Result<usize>,
+    ) -> Result<()> {
+        let len = pkt.len();
+        pkt.resize(len + room, 0);
+        let r = op(self, pkt, len);
+        pkt.truncate(*r.as_ref().unwrap_or(&len));
+        r.map(|_| ())
+    }
+
     /// Convenience: protects an RTP packet held in a `Vec`, growing it as needed.
     pub fn protect_rtp_vec(&mut self, pkt: &mut Vec<u8>) -> Result<()> {
-        let len = pkt.len();
-        pkt.resize(len + self.srtp_overhead(), 0);
-        match self.protect_rtp(pkt, len) {
-            Ok(n) => {
-                pkt.truncate(n);
-                Ok(())
-            }
-            Err(e) => {
-                pkt.truncate(len);
-                Err(e)
-            }
-        }
+        let room = self.srtp_overhead();
+        self.on_vec(pkt, room, Self::protect_rtp)
     }
 
     /// Convenience: unprotects an SRTP packet held in a `Vec`, shrinking it.
     pub fn unprotect_rtp_vec(&mut self, pkt: &mut Vec<u8>) -> Result<()> {
-        let len = pkt.len();
-        let n = self.unprotect_rtp(pkt, len)?;
-        pkt.truncate(n);
-        Ok(())
+        self.on_vec(pkt, 0, Self::unprotect_rtp)
     }
 
     /// Convenience: protects an RTCP packet held in a `Vec`.
     pub fn protect_rtcp_vec(&mut self, pkt: &mut Vec<u8>) -> Result<()> {
-        let len = pkt.len();
-        pkt.resize(len + self.srtcp_overhead(), 0);
-        match self.protect_rtcp(pkt, len) {
-            Ok(n) => {
-                pkt.truncate(n);
-                Ok(())
-            }
-            Err(e) => {
-                pkt.truncate(len);
-                Err(e)
-            }
-        }
+        let room = self.srtcp_overhead();
+        self.on_vec(pkt, room, Self::protect_rtcp)
     }
 
     /// Convenience: unprotects an SRTCP packet held in a `Vec`.
     pub fn unprotect_rtcp_vec(&mut self, pkt: &mut Vec<u8>) -> Result<()> {
-        let len = pkt.len();
-        let n = self.unprotect_rtcp(pkt, len)?;
-        pkt.truncate(n);
-        Ok(())
+        self.on_vec(pkt, 0, Self::unprotect_rtcp)
     }
 }
