@@ -1017,3 +1017,48 @@ fn ssrc_of(pkt: &[u8]) -> u32 {
     pkt.get(at..at + 4)
         .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
+
+/// `sip_parse`: any bytes through the SIP message parser, as a datagram and as a stream.
+/// Checks: no panic; a parsed message's body and length stay inside the input; every header's
+/// raw value is a slice of the input; the typed accessors do not panic; a rejection names a
+/// response code of 400, 501, 505 or 513.
+pub fn sip_parse(data: &[u8]) -> Stats {
+    use voxgate_sip::{Framing, ParseLimits, SipMessage};
+    let mut stats = Stats::default();
+    for framing in [Framing::Datagram, Framing::Stream] {
+        match SipMessage::parse(data, framing, &ParseLimits::default()) {
+            Ok(m) => {
+                stats.ok += 1;
+                assert!(m.len <= data.len(), "message length past the input");
+                assert!(m.body.len() <= m.len);
+                let range = data.as_ptr_range();
+                for h in &m.headers {
+                    let p = h.raw_value.as_ptr_range();
+                    assert!(
+                        range.start <= p.start && p.end <= range.end,
+                        "header outside input"
+                    );
+                }
+                let _ = (
+                    m.cseq(),
+                    m.call_id(),
+                    m.vias(),
+                    m.from(),
+                    m.to(),
+                    m.max_forwards(),
+                );
+                let _ = m.validate_request();
+            }
+            Err(e) => {
+                stats.err += 1;
+                assert!(
+                    [400, 501, 505, 513].contains(&e.status()),
+                    "status {}",
+                    e.status()
+                );
+                assert!(e.offset <= data.len().max(65_535), "offset {}", e.offset);
+            }
+        }
+    }
+    stats
+}

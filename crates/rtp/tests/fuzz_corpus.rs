@@ -94,6 +94,14 @@ fn keyring_unprotect_corpus() {
 }
 
 #[test]
+fn sip_parse_corpus() {
+    let (stats, n) = replay("sip_parse", fuzz_logic::sip_parse);
+    assert!(n >= 40, "{n} inputs");
+    // The RFC 4475 seeds: most parse, 20 are refused (each input counts twice: datagram, stream).
+    assert!(stats.ok >= 40 && stats.err >= 20, "{stats:?}");
+}
+
+#[test]
 fn srtp_protect_corpus() {
     let (stats, n) = replay("srtp_protect", fuzz_logic::srtp_protect);
     assert!(n >= 20, "{n} inputs");

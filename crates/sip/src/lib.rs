@@ -1,0 +1,12 @@
+//! voxgate-sip: SIP (RFC 3261) without I/O. This first part is the message parser: it keeps
+//! what it was given byte-exact, refuses malformed and hostile input with a typed error that
+//! names the offset, the header and the response code, and bounds every size.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod grammar;
+pub mod message;
+
+pub use error::{ErrorKind, ParseError};
+pub use grammar::{NameAddr, Uri, Via};
+pub use message::{CSeq, Framing, Header, HeaderKind, ParseLimits, SipMessage, StartLine};
