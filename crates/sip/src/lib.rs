@@ -3,10 +3,12 @@
 //! names the offset, the header and the response code, and bounds every size.
 #![forbid(unsafe_code)]
 
+pub mod digest;
 pub mod error;
 pub mod grammar;
 pub mod message;
 
+pub use digest::{Algorithm, DigestAuth, DigestConfig, Verdict};
 pub use error::{ErrorKind, ParseError};
 pub use grammar::{NameAddr, Uri, Via};
 pub use message::{CSeq, Framing, Header, HeaderKind, ParseLimits, SipMessage, StartLine};
