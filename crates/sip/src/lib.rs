@@ -7,8 +7,12 @@ pub mod digest;
 pub mod error;
 pub mod grammar;
 pub mod message;
+pub mod transaction;
 
 pub use digest::{Algorithm, DigestAuth, DigestConfig, Verdict};
 pub use error::{ErrorKind, ParseError};
 pub use grammar::{NameAddr, Uri, Via};
 pub use message::{CSeq, Framing, Header, HeaderKind, ParseLimits, SipMessage, StartLine};
+pub use transaction::{
+    ClientTransaction, Output, ServerTransaction, State, Timers, Transport, TuEvent,
+};
