@@ -18,6 +18,11 @@ pub enum ErrorKind {
     TooLarge,
     #[error("no empty line ends the header section")]
     NoHeaderEnd,
+    /// Stream framing only: the message is not complete yet; read more and parse again.
+    #[error("incomplete message (stream): more bytes needed")]
+    Incomplete,
+    #[error("bare CR or LF in the header section (lines end with CRLF)")]
+    BareLineEnding,
     #[error("malformed start line")]
     BadStartLine,
     #[error("unsupported SIP version")]
@@ -73,10 +78,11 @@ impl ParseError {
     }
 
     pub(crate) fn in_header(kind: ErrorKind, offset: usize, name: &[u8]) -> Self {
+        // Attacker bytes go into logs: at most 32, escaped (no control characters).
         ParseError {
             kind,
             offset,
-            header: Some(String::from_utf8_lossy(&name[..name.len().min(32)]).into_owned()),
+            header: Some(name[..name.len().min(32)].escape_ascii().to_string()),
         }
     }
 

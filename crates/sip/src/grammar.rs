@@ -21,6 +21,26 @@ pub(crate) fn trim(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
+/// Trims SP, HTAB, CR and LF (a folded value's ends).
+pub(crate) fn trim_all(s: &[u8]) -> &[u8] {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let start = s.iter().position(|b| !ws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+    &s[start..end.max(start)]
+}
+
+/// Call-ID = word [ "@" word ] (RFC 3261 §25.1).
+pub(crate) fn call_id_ok(s: &[u8]) -> bool {
+    let word = |w: &[u8]| {
+        !w.is_empty()
+            && w.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~()<>:\\\"/[]?{}".contains(b))
+    };
+    let mut parts = s.splitn(2, |b| *b == b'@');
+    let first = parts.next().unwrap_or_default();
+    word(first) && parts.next().is_none_or(word)
+}
+
 pub(crate) fn all_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|b| is_token(*b))
 }
@@ -108,6 +128,14 @@ pub(crate) fn params(mut s: &[u8]) -> Lex<Params<'_>> {
             }
             value = Some(&s[..vlen]);
             s = &s[vlen..];
+        }
+        // A parameter given twice (two tags, two branches) would be read differently by
+        // different stacks: refuse it.
+        if out
+            .iter()
+            .any(|(n, _): &(&[u8], Option<&[u8]>)| n.eq_ignore_ascii_case(name))
+        {
+            return Err(());
         }
         out.push((name, value));
     }

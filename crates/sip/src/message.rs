@@ -260,11 +260,20 @@ fn check_version(v: &[u8], off: usize) -> Result<(), ParseError> {
 /// carry an escaped BEL or NUL; a bare one is refused).
 fn has_bare_control(line: &[u8]) -> bool {
     let mut i = 0;
+    let mut quoted = false;
     while i < line.len() {
         let b = line[i];
-        if b == b'\\' && i + 1 < line.len() && line[i + 1] != b'\r' && line[i + 1] != b'\n' {
+        if quoted
+            && b == b'\\'
+            && i + 1 < line.len()
+            && line[i + 1] != b'\r'
+            && line[i + 1] != b'\n'
+        {
             i += 2;
             continue;
+        }
+        if b == b'"' {
+            quoted = !quoted;
         }
         if (b.is_ascii_control() && b != b'\t') || b == 0x7f {
             return true;
@@ -339,13 +348,49 @@ impl<'a> SipMessage<'a> {
         if framing == Framing::Datagram && buf.len() > limits.max_message {
             return Err(ParseError::new(ErrorKind::TooLarge, limits.max_message));
         }
-        let (head_end, body_start) = match find_header_end(buf) {
+        // RFC 3261 §7.5 / RFC 5626: on a stream, CRLFs before a message are keep-alives.
+        let skip = match framing {
+            Framing::Stream => buf
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count(),
+            Framing::Datagram => 0,
+        };
+        if skip > 0 {
+            let mut m = SipMessage::parse(&buf[skip..], framing, limits)?;
+            m.raw = buf;
+            m.len += skip;
+            return Ok(m);
+        }
+        let scan = &buf[..buf.len().min(limits.max_message.saturating_add(4))];
+        let (head_end, body_start) = match find_header_end(scan) {
             Some(x) => x,
             None if buf.len() > limits.max_message => {
                 return Err(ParseError::new(ErrorKind::TooLarge, limits.max_message))
             }
+            None if framing == Framing::Stream => {
+                return Err(ParseError::new(ErrorKind::Incomplete, buf.len()))
+            }
             None => return Err(ParseError::new(ErrorKind::NoHeaderEnd, buf.len())),
         };
+        if body_start > limits.max_message {
+            return Err(ParseError::new(ErrorKind::TooLarge, limits.max_message));
+        }
+        // Lines end with CRLF: a bare CR or LF would be framed differently by the next hop.
+        let head = &buf[..head_end];
+        for (i, b) in head.iter().enumerate() {
+            let bare = match b {
+                b'\n' => i == 0 || head[i - 1] != b'\r',
+                b'\r' => head.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            };
+            if bare {
+                return Err(ParseError::new(ErrorKind::BareLineEnding, i));
+            }
+        }
+        if buf[head_end..body_start] != *b"\r\n" {
+            return Err(ParseError::new(ErrorKind::BareLineEnding, head_end));
+        }
         let ls = lines(&buf[..head_end]);
         let (first_off, first) = *ls
             .first()
@@ -363,19 +408,28 @@ impl<'a> SipMessage<'a> {
             if line.len() > limits.max_line {
                 return Err(ParseError::new(ErrorKind::LineTooLong, off));
             }
+            let continuation = line.first().is_some_and(|b| grammar::is_lws(*b));
             if has_bare_control(line) {
-                let name = line.split(|c| *c == b':').next().unwrap_or_default();
+                let name: &[u8] = if continuation {
+                    names.last().copied().unwrap_or_default()
+                } else {
+                    line.split(|c| *c == b':').next().unwrap_or_default()
+                };
                 return Err(ParseError::in_header(
                     ErrorKind::ControlCharacter,
                     off,
                     name,
                 ));
             }
-            if line.first().is_some_and(|b| grammar::is_lws(*b)) {
+            if continuation {
                 let last = raw_spans
                     .last_mut()
                     .ok_or(ParseError::new(ErrorKind::BadHeaderName, off))?;
                 last.2 = off + line.len();
+                // A folded header is still one line for the limit.
+                if last.2 - last.0 > limits.max_line {
+                    return Err(ParseError::new(ErrorKind::LineTooLong, off));
+                }
                 continue;
             }
             if raw_spans.len() >= limits.max_headers {
@@ -394,7 +448,7 @@ impl<'a> SipMessage<'a> {
             raw_spans.push((off, off + colon + 1, off + line.len()));
         }
         for (i, (off, vstart, vend)) in raw_spans.into_iter().enumerate() {
-            let raw_value = grammar::trim(&buf[vstart..vend]);
+            let raw_value = grammar::trim_all(&buf[vstart..vend]);
             let name = names[i];
             headers.push(Header {
                 kind: HeaderKind::from_name(name),
@@ -467,8 +521,7 @@ impl<'a> SipMessage<'a> {
                     }
                 }
                 HeaderKind::CallId => {
-                    let t = grammar::trim(v);
-                    if t.is_empty() || t.iter().any(|b| grammar::is_lws(*b)) {
+                    if !grammar::call_id_ok(grammar::trim(v)) {
                         return Err(bad(()));
                     }
                 }
@@ -494,28 +547,30 @@ impl<'a> SipMessage<'a> {
         limits: &ParseLimits,
     ) -> Result<(), ParseError> {
         let available = self.raw.len() - body_start;
-        let cl = self
-            .header(HeaderKind::ContentLength)
-            .and_then(|h| parse_number(grammar::trim(&h.value), 10));
+        let cl = match self.header(HeaderKind::ContentLength) {
+            Some(h) => Some(
+                parse_number(grammar::trim(&h.value), 10)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or(ParseError::new(ErrorKind::BodyTooLarge, body_start))?,
+            ),
+            None => None,
+        };
         let body_len = match (cl, framing) {
-            (Some(n), _) if n as usize > limits.max_body => {
+            (Some(n), _) if n > limits.max_body => {
                 return Err(ParseError::new(ErrorKind::BodyTooLarge, body_start))
             }
-            (Some(n), Framing::Datagram) if n as usize > available => {
+            (Some(n), Framing::Datagram) if n > available => {
                 return Err(ParseError::new(
                     ErrorKind::ContentLengthTooLarge,
                     body_start,
                 ))
             }
-            (Some(n), Framing::Stream) if n as usize > available => {
-                return Err(ParseError::new(
-                    ErrorKind::ContentLengthTooLarge,
-                    body_start,
-                ))
+            (Some(n), Framing::Stream) if n > available => {
+                return Err(ParseError::new(ErrorKind::Incomplete, body_start + n))
             }
             // RFC 3261 §18.3: bytes past Content-Length in a datagram are discarded; on a
             // stream they belong to the next message.
-            (Some(n), _) => n as usize,
+            (Some(n), _) => n,
             (None, Framing::Datagram) => available,
             (None, Framing::Stream) => {
                 return Err(ParseError::new(ErrorKind::MissingContentLength, body_start))
@@ -662,14 +717,26 @@ bodyNEXT";
         );
         assert!(parse(no_cl, Framing::Datagram).is_ok());
         let short = &REQ[..REQ.len() - 6];
+        let e = parse(short, Framing::Stream).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Incomplete, "a stream waits for the body");
         assert_eq!(
-            parse(short, Framing::Stream).unwrap_err().kind,
-            ErrorKind::ContentLengthTooLarge
+            e.offset,
+            REQ.len() - 4,
+            "the offset says how many bytes are needed"
         );
-        assert_eq!(
-            parse(b"OPTIONS sip:b", Framing::Stream).unwrap_err().kind,
-            ErrorKind::NoHeaderEnd
-        );
+        let e = parse(b"OPTIONS sip:b", Framing::Stream).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Incomplete);
+        let e = parse(b"OPTIONS sip:b", Framing::Datagram).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NoHeaderEnd);
+        // Keep-alive CRLFs before a message on a stream are skipped and counted.
+        let ka = [b"\r\n\r\n".as_slice(), REQ].concat();
+        let m = parse(&ka, Framing::Stream).unwrap();
+        assert_eq!(m.len, REQ.len() - 4 + 4);
+        // Two messages back to back.
+        let two = [&REQ[..REQ.len() - 4], &REQ[..REQ.len() - 4]].concat();
+        let first = parse(&two, Framing::Stream).unwrap();
+        let second = parse(&two[first.len..], Framing::Stream).unwrap();
+        assert_eq!(second.len, first.len);
     }
 
     #[test]
@@ -723,6 +790,29 @@ bodyNEXT";
         assert_eq!(e.kind, ErrorKind::BadHeaderValue);
         let e = parse(&with(b"Content-Length: 5\r\n"), Framing::Datagram).unwrap_err();
         assert_eq!(e.kind, ErrorKind::ContentLengthTooLarge);
+        // A whitespace-only continuation line must not leave CRLF in the value.
+        let ws = with(b"X: a\r\n \r\n");
+        let m = parse(&ws, Framing::Datagram).unwrap();
+        assert_eq!(m.header_named("X").unwrap().raw_value, b"a");
+        // Folding cannot get around the line limit.
+        let folded: Vec<u8> = [b"X: a\r\n".as_slice(), &b" bbbbbbb\r\n".repeat(2000)].concat();
+        let e = parse(&with(&folded), Framing::Datagram).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LineTooLong);
+        // Bare LF in the header section.
+        let e = parse(b"OPTIONS sip:b@b SIP/2.0\nX: a\r\n\r\n", Framing::Datagram).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BareLineEnding);
+        // Escapes outside quotes do not hide control characters; Call-ID is word[@word].
+        let e = parse(&with(b"Call-ID: abc\\\x00def\r\n"), Framing::Datagram).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ControlCharacter);
+        assert!(parse(&with(b"Call-ID: a b\r\n"), Framing::Datagram).is_err());
+        assert!(parse(&with(b"Call-ID: a@b@c\r\n"), Framing::Datagram).is_err());
+        // Two tags, two branches.
+        assert!(parse(&with(b"From: <sip:a@b>;tag=1;tag=2\r\n"), Framing::Datagram).is_err());
+        let v2 = b"Via: SIP/2.0/UDP h;branch=z9hG4bK1;branch=z9hG4bK2\r\n";
+        assert!(parse(&with(v2), Framing::Datagram).is_err());
+        // Error header names are escaped.
+        let e = parse(&with(b"T\x1b]0;x\x07o: y\r\n"), Framing::Datagram).unwrap_err();
+        assert!(!e.header.unwrap().contains('\x1b'));
     }
 
     #[test]
