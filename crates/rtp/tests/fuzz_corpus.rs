@@ -94,6 +94,13 @@ fn keyring_unprotect_corpus() {
 }
 
 #[test]
+fn sdp_parse_corpus() {
+    let (stats, n) = replay("sdp_parse", fuzz_logic::sdp_parse);
+    assert!(n >= 4, "{n} inputs");
+    assert!(stats.ok >= 3 && stats.err >= 1, "{stats:?}");
+}
+
+#[test]
 fn sip_parse_corpus() {
     let (stats, n) = replay("sip_parse", fuzz_logic::sip_parse);
     assert!(n >= 40, "{n} inputs");

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod error;
 pub mod grammar;
 pub mod message;
+pub mod sdp;
 pub mod transaction;
 
 pub use digest::{Algorithm, DigestAuth, DigestConfig, Verdict};

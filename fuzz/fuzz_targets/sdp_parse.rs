@@ -1,0 +1,12 @@
+//! cargo-fuzz target `sdp_parse`: the logic and the properties it checks are in
+//! `fuzz/fuzz_logic.rs` (`fuzz_logic::sdp_parse`), shared with the corpus replay test.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../fuzz_logic.rs"]
+mod fuzz_logic;
+
+fuzz_target!(|data: &[u8]| {
+    fuzz_logic::sdp_parse(data);
+});
