@@ -7,6 +7,8 @@ pub mod digest;
 pub mod error;
 pub mod grammar;
 pub mod message;
+pub mod registrar;
+pub mod response;
 pub mod sdp;
 pub mod transaction;
 
