@@ -60,7 +60,10 @@ impl ErrorKind {
     /// 505 for the version, 513 for size, 501 for an unknown method).
     pub fn status(self) -> u16 {
         match self {
-            ErrorKind::TooLarge | ErrorKind::BodyTooLarge => 513,
+            ErrorKind::TooLarge
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::LineTooLong
+            | ErrorKind::TooManyHeaders => 513,
             ErrorKind::BadVersion => 505,
             ErrorKind::UnknownMethodMismatch => 501,
             _ => 400,

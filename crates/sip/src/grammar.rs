@@ -187,17 +187,25 @@ impl Uri<'_> {
 
 fn host_ok(h: &[u8]) -> bool {
     if h.first() == Some(&b'[') {
-        return h.last() == Some(&b']')
-            && h.len() > 2
-            && h[1..h.len() - 1]
-                .iter()
-                .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.');
+        // IPv6reference: the address must parse (no "[:]" or "[...]").
+        return h.len() > 2
+            && h.last() == Some(&b']')
+            && std::str::from_utf8(&h[1..h.len() - 1])
+                .ok()
+                .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+                .is_some();
     }
-    !h.is_empty()
-        && h.iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.')
-        && !h.starts_with(b"-")
-        && !h.starts_with(b".")
+    // hostname: labels of alphanumerics and inner hyphens, optionally ending with a dot.
+    let name = h.strip_suffix(b".").unwrap_or(h);
+    !name.is_empty()
+        && name.split(|b| *b == b'.').all(|label| {
+            !label.is_empty()
+                && label
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                && !label.starts_with(b"-")
+                && !label.ends_with(b"-")
+        })
 }
 
 /// Parses a URI (RFC 3261 §19.1 for sip/sips, RFC 2396 absoluteURI for others).
@@ -261,7 +269,7 @@ pub(crate) fn uri(s: &[u8]) -> Lex<Uri<'_>> {
     let (hostport, uparams) = hostpart.split_at(hp_end);
     // URI parameters: ";name[=value]" with escapes, no LWS allowed inside a URI.
     for p in uparams.split(|b| *b == b';').skip(1) {
-        if p.is_empty() {
+        if p.is_empty() || p[0] == b'=' {
             return Err(());
         }
         escaped_chars(p, |b| unreserved(b) || b"[]/:&+$=".contains(&b))?;
@@ -297,10 +305,10 @@ fn port_num(d: &[u8]) -> Lex<u16> {
     if d.is_empty() || d.len() > 5 || !d.iter().all(u8::is_ascii_digit) {
         return Err(());
     }
-    core::str::from_utf8(d)
-        .map_err(|_| ())?
-        .parse::<u16>()
-        .map_err(|_| ())
+    match core::str::from_utf8(d).map_err(|_| ())?.parse::<u16>() {
+        Ok(0) | Err(_) => Err(()),
+        Ok(p) => Ok(p),
+    }
 }
 
 /// `( name-addr / addr-spec ) *( SEMI param )` as in To, From, Contact, Route.

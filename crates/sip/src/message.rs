@@ -493,8 +493,21 @@ impl<'a> SipMessage<'a> {
                     grammar::name_addr(v).map_err(bad)?;
                 }
                 HeaderKind::Contact => {
-                    if grammar::trim(v) != b"*" {
+                    // "Contact: *" stands alone: not in a list, not beside other Contacts.
+                    if grammar::trim(v) == b"*" {
+                        let contacts = self
+                            .headers
+                            .iter()
+                            .filter(|x| x.kind == HeaderKind::Contact)
+                            .count();
+                        if contacts > 1 {
+                            return Err(bad(()));
+                        }
+                    } else {
                         for el in grammar::split_list(v).map_err(bad)? {
+                            if el == b"*" {
+                                return Err(bad(()));
+                            }
                             grammar::name_addr(el).map_err(bad)?;
                         }
                     }
@@ -813,6 +826,24 @@ bodyNEXT";
         // Error header names are escaped.
         let e = parse(&with(b"T\x1b]0;x\x07o: y\r\n"), Framing::Datagram).unwrap_err();
         assert!(!e.header.unwrap().contains('\x1b'));
+    }
+
+    #[test]
+    fn uri_and_contact_edge_cases() {
+        let with =
+            |extra: &str| format!("OPTIONS sip:b@b.example SIP/2.0\r\n{extra}\r\n").into_bytes();
+        let ok = |e: &str| parse(&with(e), Framing::Datagram).is_ok();
+        assert!(ok("Contact: *\r\n"));
+        assert!(!ok("Contact: *\r\nContact: <sip:a@b>\r\n"));
+        assert!(!ok("Contact: <sip:a@b>, *\r\n"));
+        assert!(ok("To: <sip:a@[2001:db8::1]:5061>\r\n"));
+        assert!(!ok("To: <sip:a@[:]>\r\n"));
+        assert!(!ok("To: <sip:a@[...]>\r\n"));
+        assert!(!ok("To: <sip:a@host-.example>\r\n"));
+        assert!(ok("To: <sip:a@host.example.>\r\n"));
+        assert!(!ok("To: <sip:a@h:0>\r\n"));
+        assert!(!ok("To: <sip:a@h;=x>\r\n"));
+        assert!(ok("To: <sip:a@h;lr;transport=tls>\r\n"));
     }
 
     #[test]
