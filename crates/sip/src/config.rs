@@ -142,6 +142,14 @@ pub struct ProxyConfig {
     pub auth: Auth,
 }
 
+fn sdes_over_plain(l: &Listen) -> String {
+    format!(
+        "SRTP keys (a=crypto) may travel only over TLS, but the proxy also listens on {} {}: remove that listener or set encryption = \"off\"",
+        format!("{:?}", l.transport).to_lowercase(),
+        l.address
+    )
+}
+
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
