@@ -243,22 +243,14 @@ impl ProxyConfig {
                 if policy != PolicyName::Off && !plain.is_empty() {
                     return Err(invalid(
                         format!("{ukey}.encryption"),
-                        format!(
-                            "SRTP keys (a=crypto) may travel only over TLS, but the proxy also listens on {} {}: remove that listener or set encryption = \"off\"",
-                            format!("{:?}", plain[0].transport).to_lowercase(),
-                            plain[0].address
-                        ),
+                        sdes_over_plain(plain[0]),
                     ));
                 }
             }
             if d.encryption != PolicyName::Off && !plain.is_empty() {
                 return Err(invalid(
                     format!("{key}.encryption"),
-                    format!(
-                        "SRTP keys (a=crypto) may travel only over TLS, but the proxy also listens on {} {}: remove that listener or set encryption = \"off\"",
-                        format!("{:?}", plain[0].transport).to_lowercase(),
-                        plain[0].address
-                    ),
+                    sdes_over_plain(plain[0]),
                 ));
             }
         }
