@@ -115,6 +115,33 @@ impl Clock {
     }
 }
 
+/// What every transaction has: its state, its timers and its queued outputs.
+#[derive(Debug)]
+struct Machine {
+    state: State,
+    clock: Clock,
+    out: VecDeque<Output>,
+}
+
+impl Machine {
+    fn new(state: State, t1: Duration) -> Self {
+        Machine {
+            state,
+            clock: Clock {
+                deadlines: Vec::new(),
+                interval: t1,
+            },
+            out: VecDeque::new(),
+        }
+    }
+
+    fn terminate(&mut self) {
+        self.state = State::Terminated;
+        self.clock.deadlines.clear();
+        self.out.push_back(Output::Terminated);
+    }
+}
+
 fn status_of(bytes: &[u8]) -> Result<(u16, SipMessage<'_>), ParseError> {
     let m = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default())?;
     match m.start {
@@ -130,9 +157,7 @@ pub struct ClientTransaction {
     invite: bool,
     transport: Transport,
     timers: Timers,
-    state: State,
-    clock: Clock,
-    out: VecDeque<Output>,
+    m: Machine,
     ack: Option<Vec<u8>>,
 }
 
@@ -156,42 +181,34 @@ impl ClientTransaction {
             invite,
             transport,
             timers,
-            state: if invite {
-                State::Calling
-            } else {
-                State::Trying
-            },
-            clock: Clock {
-                deadlines: Vec::new(),
-                interval: timers.t1,
-            },
-            out: VecDeque::new(),
+            m: Machine::new(
+                if invite {
+                    State::Calling
+                } else {
+                    State::Trying
+                },
+                timers.t1,
+            ),
             ack: None,
         };
-        t.out.push_back(Output::Transmit(t.request.clone()));
+        t.m.out.push_back(Output::Transmit(t.request.clone()));
         if transport == Transport::Unreliable {
-            t.clock.set(Timer::Retransmit, now + timers.t1);
+            t.m.clock.set(Timer::Retransmit, now + timers.t1);
         }
-        t.clock.set(Timer::Timeout, now + 64 * timers.t1);
+        t.m.clock.set(Timer::Timeout, now + 64 * timers.t1);
         Ok(t)
     }
 
     pub fn state(&self) -> State {
-        self.state
+        self.m.state
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        self.m.out.pop_front()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.clock.next()
-    }
-
-    fn terminate(&mut self) {
-        self.state = State::Terminated;
-        self.clock.deadlines.clear();
-        self.out.push_back(Output::Terminated);
+        self.m.clock.next()
     }
 
     /// A response matched to this transaction arrived.
@@ -201,62 +218,62 @@ impl ClientTransaction {
             code,
             message: bytes.to_vec(),
         });
-        match (self.state, code) {
+        match (self.m.state, code) {
             (State::Calling | State::Trying | State::Proceeding, 100..=199) => {
                 if self.invite {
                     // RFC 3261 §17.1.1.2: a provisional response stops A and B.
-                    self.clock.cancel(Timer::Retransmit);
-                    self.clock.cancel(Timer::Timeout);
+                    self.m.clock.cancel(Timer::Retransmit);
+                    self.m.clock.cancel(Timer::Timeout);
                 } else if self.transport == Transport::Unreliable {
                     // Figure 6: in Proceeding, E fires every T2.
-                    self.clock.interval = self.timers.t2;
+                    self.m.clock.interval = self.timers.t2;
                 }
-                self.state = State::Proceeding;
-                self.out.push_back(tu);
+                self.m.state = State::Proceeding;
+                self.m.out.push_back(tu);
             }
             (State::Calling | State::Proceeding, 200..=299) if self.invite => {
                 // RFC 6026: Accepted, absorbing 2xx retransmissions for 64*T1 (Timer M); the
                 // TU (the UA core) sends the ACK for a 2xx.
-                self.clock.deadlines.clear();
-                self.clock.set(Timer::Linger, now + 64 * self.timers.t1);
-                self.state = State::Accepted;
-                self.out.push_back(tu);
+                self.m.clock.deadlines.clear();
+                self.m.clock.set(Timer::Linger, now + 64 * self.timers.t1);
+                self.m.state = State::Accepted;
+                self.m.out.push_back(tu);
             }
-            (State::Accepted, 200..=299) => self.out.push_back(tu),
+            (State::Accepted, 200..=299) => self.m.out.push_back(tu),
             (State::Calling | State::Proceeding, 300..=699) if self.invite => {
                 let ack = build_ack(&self.request, &resp)?;
-                self.out.push_back(tu);
-                self.out.push_back(Output::Transmit(ack.clone()));
+                self.m.out.push_back(tu);
+                self.m.out.push_back(Output::Transmit(ack.clone()));
                 self.ack = Some(ack);
-                self.clock.deadlines.clear();
+                self.m.clock.deadlines.clear();
                 let d = match self.transport {
                     Transport::Unreliable => Duration::from_secs(32).max(64 * self.timers.t1),
                     Transport::Reliable => Duration::ZERO,
                 };
-                self.clock.set(Timer::Linger, now + d);
-                self.state = State::Completed;
+                self.m.clock.set(Timer::Linger, now + d);
+                self.m.state = State::Completed;
             }
             (State::Completed, 300..=699) if self.invite => {
                 // A retransmitted final response: ACK it again, do not bother the TU.
                 if let Some(a) = &self.ack {
-                    self.out.push_back(Output::Transmit(a.clone()));
+                    self.m.out.push_back(Output::Transmit(a.clone()));
                 }
             }
             (State::Trying | State::Proceeding, 200..=699) if !self.invite => {
-                self.clock.deadlines.clear();
+                self.m.clock.deadlines.clear();
                 let k = match self.transport {
                     Transport::Unreliable => self.timers.t4,
                     Transport::Reliable => Duration::ZERO,
                 };
-                self.clock.set(Timer::Linger, now + k);
-                self.state = State::Completed;
-                self.out.push_back(tu);
+                self.m.clock.set(Timer::Linger, now + k);
+                self.m.state = State::Completed;
+                self.m.out.push_back(tu);
             }
             // Late or duplicate responses in other states are absorbed.
             _ => {}
         }
-        if self.state != State::Terminated {
-            if let Some(at) = self.clock.next() {
+        if self.m.state != State::Terminated {
+            if let Some(at) = self.m.clock.next() {
                 if at <= now {
                     self.handle_timeout(now);
                 }
@@ -267,28 +284,28 @@ impl ClientTransaction {
 
     /// Timers due at `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for t in self.clock.due(now) {
-            if self.state == State::Terminated {
+        for t in self.m.clock.due(now) {
+            if self.m.state == State::Terminated {
                 return;
             }
             match t {
                 Timer::Retransmit => {
-                    self.out.push_back(Output::Transmit(self.request.clone()));
+                    self.m.out.push_back(Output::Transmit(self.request.clone()));
                     let next = if self.invite {
-                        self.clock.interval * 2
-                    } else if self.state == State::Proceeding {
+                        self.m.clock.interval * 2
+                    } else if self.m.state == State::Proceeding {
                         self.timers.t2
                     } else {
-                        (self.clock.interval * 2).min(self.timers.t2)
+                        (self.m.clock.interval * 2).min(self.timers.t2)
                     };
-                    self.clock.interval = next;
-                    self.clock.set(Timer::Retransmit, now + next);
+                    self.m.clock.interval = next;
+                    self.m.clock.set(Timer::Retransmit, now + next);
                 }
                 Timer::Timeout => {
-                    self.out.push_back(Output::Tu(TuEvent::Timeout));
-                    self.terminate();
+                    self.m.out.push_back(Output::Tu(TuEvent::Timeout));
+                    self.m.terminate();
                 }
-                Timer::Linger => self.terminate(),
+                Timer::Linger => self.m.terminate(),
             }
         }
     }
@@ -343,9 +360,7 @@ pub struct ServerTransaction {
     invite: bool,
     transport: Transport,
     timers: Timers,
-    state: State,
-    clock: Clock,
-    out: VecDeque<Output>,
+    m: Machine,
     last_response: Option<Vec<u8>>,
 }
 
@@ -360,36 +375,28 @@ impl ServerTransaction {
             invite,
             transport,
             timers,
-            state: if invite {
-                State::Proceeding
-            } else {
-                State::Trying
-            },
-            clock: Clock {
-                deadlines: Vec::new(),
-                interval: timers.t1,
-            },
-            out: VecDeque::new(),
+            m: Machine::new(
+                if invite {
+                    State::Proceeding
+                } else {
+                    State::Trying
+                },
+                timers.t1,
+            ),
             last_response: None,
         })
     }
 
     pub fn state(&self) -> State {
-        self.state
+        self.m.state
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        self.m.out.pop_front()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.clock.next()
-    }
-
-    fn terminate(&mut self) {
-        self.state = State::Terminated;
-        self.clock.deadlines.clear();
-        self.out.push_back(Output::Terminated);
+        self.m.clock.next()
     }
 
     fn linger(&self, unreliable: Duration) -> Duration {
@@ -402,36 +409,36 @@ impl ServerTransaction {
     /// The TU answers: a provisional or final response to send.
     pub fn send_response(&mut self, now: Instant, response: Vec<u8>) -> Result<(), ParseError> {
         let (code, _) = status_of(&response)?;
-        match (self.state, code) {
+        match (self.m.state, code) {
             (State::Trying | State::Proceeding, 100..=199) => {
-                self.state = State::Proceeding;
+                self.m.state = State::Proceeding;
             }
             (State::Proceeding, 200..=299) if self.invite => {
                 // RFC 6026: Accepted, Timer L = 64*T1 (retransmitted INVITEs are absorbed,
                 // ACKs go to the TU, the TU retransmits its 2xx).
-                self.state = State::Accepted;
-                self.clock.set(Timer::Linger, now + 64 * self.timers.t1);
+                self.m.state = State::Accepted;
+                self.m.clock.set(Timer::Linger, now + 64 * self.timers.t1);
             }
             (State::Accepted, 200..=299) => {}
             (State::Proceeding, 300..=699) if self.invite => {
-                self.state = State::Completed;
+                self.m.state = State::Completed;
                 if self.transport == Transport::Unreliable {
-                    self.clock.interval = self.timers.t1;
-                    self.clock.set(Timer::Retransmit, now + self.timers.t1);
+                    self.m.clock.interval = self.timers.t1;
+                    self.m.clock.set(Timer::Retransmit, now + self.timers.t1);
                 }
-                self.clock.set(Timer::Timeout, now + 64 * self.timers.t1);
+                self.m.clock.set(Timer::Timeout, now + 64 * self.timers.t1);
             }
             (State::Trying | State::Proceeding, 200..=699) if !self.invite => {
-                self.state = State::Completed;
+                self.m.state = State::Completed;
                 let j = self.linger(64 * self.timers.t1);
-                self.clock.set(Timer::Linger, now + j);
+                self.m.clock.set(Timer::Linger, now + j);
             }
             // A response in a state that does not take one is not sent.
             _ => return Ok(()),
         }
-        self.out.push_back(Output::Transmit(response.clone()));
+        self.m.out.push_back(Output::Transmit(response.clone()));
         self.last_response = Some(response);
-        if let Some(at) = self.clock.next() {
+        if let Some(at) = self.m.clock.next() {
             if at <= now {
                 self.handle_timeout(now);
             }
@@ -444,24 +451,24 @@ impl ServerTransaction {
     pub fn handle_request(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ParseError> {
         let m = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default())?;
         let is_ack = m.method() == Some("ACK");
-        match (self.state, is_ack) {
+        match (self.m.state, is_ack) {
             (State::Completed, true) if self.invite => {
-                self.state = State::Confirmed;
-                self.clock.cancel(Timer::Retransmit);
-                self.clock.cancel(Timer::Timeout);
+                self.m.state = State::Confirmed;
+                self.m.clock.cancel(Timer::Retransmit);
+                self.m.clock.cancel(Timer::Timeout);
                 let i = self.linger(self.timers.t4);
-                self.clock.set(Timer::Linger, now + i);
+                self.m.clock.set(Timer::Linger, now + i);
                 if i.is_zero() {
                     self.handle_timeout(now);
                 }
             }
-            (State::Accepted, true) => self.out.push_back(Output::Tu(TuEvent::Ack {
+            (State::Accepted, true) => self.m.out.push_back(Output::Tu(TuEvent::Ack {
                 message: bytes.to_vec(),
             })),
             (State::Proceeding | State::Completed, false) => {
                 // Retransmission: send the last response again.
                 if let Some(r) = &self.last_response {
-                    self.out.push_back(Output::Transmit(r.clone()));
+                    self.m.out.push_back(Output::Transmit(r.clone()));
                 }
             }
             // Trying (nothing to resend yet), Accepted (the TU retransmits 2xx), Confirmed.
@@ -471,24 +478,24 @@ impl ServerTransaction {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for t in self.clock.due(now) {
-            if self.state == State::Terminated {
+        for t in self.m.clock.due(now) {
+            if self.m.state == State::Terminated {
                 return;
             }
             match t {
                 Timer::Retransmit => {
                     if let Some(r) = &self.last_response {
-                        self.out.push_back(Output::Transmit(r.clone()));
+                        self.m.out.push_back(Output::Transmit(r.clone()));
                     }
-                    let next = (self.clock.interval * 2).min(self.timers.t2);
-                    self.clock.interval = next;
-                    self.clock.set(Timer::Retransmit, now + next);
+                    let next = (self.m.clock.interval * 2).min(self.timers.t2);
+                    self.m.clock.interval = next;
+                    self.m.clock.set(Timer::Retransmit, now + next);
                 }
                 Timer::Timeout => {
-                    self.out.push_back(Output::Tu(TuEvent::Timeout));
-                    self.terminate();
+                    self.m.out.push_back(Output::Tu(TuEvent::Timeout));
+                    self.m.terminate();
                 }
-                Timer::Linger => self.terminate(),
+                Timer::Linger => self.m.terminate(),
             }
         }
     }
