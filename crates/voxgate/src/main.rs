@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod cert;
+mod proxy;
 mod srtp_cmd;
+mod ua;
 
 #[derive(Debug, Parser)]
 #[command(name = "voxgate", version, about = "Secure, accountable voice over IP", long_about = None)]
@@ -30,6 +32,10 @@ enum Command {
         #[command(subcommand)]
         command: cert::CertCommand,
     },
+    /// Registrar, location service and stateful SIP proxy (UDP, TCP, TLS) with digest auth.
+    Proxy(proxy::ProxyArgs),
+    /// A small SIP user agent: register, call, answer, hang up; WAV audio as G.711 in SRTP.
+    Ua(ua::UaArgs),
     /// SRTP tools: decrypt or encrypt the RTP/RTCP streams of a pcap/pcapng capture.
     Srtp {
         #[command(subcommand)]
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Srtp { command } => srtp_cmd::run(command),
         Command::Cert { command } => cert::run(command),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Ua(args) => ua::run(args),
     };
     match result {
         Ok(code) => code,
