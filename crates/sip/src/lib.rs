@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dialog;
 pub mod digest;
 pub mod error;
 pub mod grammar;
@@ -12,6 +13,7 @@ pub mod registrar;
 pub mod response;
 pub mod sdp;
 pub mod transaction;
+pub mod uac_auth;
 
 pub use digest::{Algorithm, DigestAuth, DigestConfig, Verdict};
 pub use error::{ErrorKind, ParseError};

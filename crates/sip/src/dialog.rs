@@ -1,0 +1,1 @@
+//! Dialogs (RFC 3261 §12), sans-I/O (being written).
