@@ -29,7 +29,7 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     Udp,
@@ -81,6 +81,9 @@ pub struct User {
     pub ha1_md5: Option<String>,
     /// Overrides the domain's policy for this account.
     pub encryption: Option<PolicyName>,
+    /// A static location binding (a SIP URI that never expires), e.g. for a PBX or test UAS;
+    /// a user with a static contact needs no password.
+    pub contact: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +106,37 @@ pub struct Auth {
     pub max_failures_per_account: u32,
     #[serde(default = "d_lock")]
     pub lockout_secs: u64,
+    /// Digest algorithms offered, in order of preference (RFC 8760): "sha-256", "md5".
+    #[serde(default = "d_algs")]
+    pub algorithms: Vec<AlgorithmName>,
+    /// Challenge out-of-dialog requests (INVITE, MESSAGE, ...) from callers with 407. Turning
+    /// this off makes the proxy route anyone's calls: only for benchmarks and closed labs.
+    #[serde(default = "d_true")]
+    pub authenticate_calls: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AlgorithmName {
+    #[serde(rename = "sha-256", alias = "SHA-256")]
+    Sha256,
+    #[serde(rename = "md5", alias = "MD5")]
+    Md5,
+}
+
+impl From<AlgorithmName> for crate::digest::Algorithm {
+    fn from(a: AlgorithmName) -> Self {
+        match a {
+            AlgorithmName::Sha256 => crate::digest::Algorithm::Sha256,
+            AlgorithmName::Md5 => crate::digest::Algorithm::Md5,
+        }
+    }
+}
+
+fn d_algs() -> Vec<AlgorithmName> {
+    vec![AlgorithmName::Sha256, AlgorithmName::Md5]
+}
+fn d_true() -> bool {
+    true
 }
 
 fn d_nonce() -> u64 {
@@ -125,6 +159,8 @@ impl Default for Auth {
             max_failures_per_source: d_src(),
             max_failures_per_account: d_acct(),
             lockout_secs: d_lock(),
+            algorithms: d_algs(),
+            authenticate_calls: true,
         }
     }
 }
@@ -140,6 +176,47 @@ pub struct ProxyConfig {
     pub domains: Vec<Domain>,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default)]
+    pub limits: Limits,
+    pub metrics: Option<Metrics>,
+}
+
+/// Prometheus text-format metrics over plain HTTP (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub address: SocketAddr,
+}
+
+/// Resource limits of the transports and the transaction layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open TCP/TLS connections in all (accepted and opened).
+    pub max_connections: usize,
+    /// Open TCP/TLS connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// A connection without traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A TLS handshake (or the first message on TCP) must finish within this.
+    pub handshake_timeout_secs: u64,
+    /// Live transactions; beyond it new requests get 503.
+    pub max_transactions: usize,
+    /// The largest SIP message accepted on any transport.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            idle_timeout_secs: 300,
+            handshake_timeout_secs: 10,
+            max_transactions: 200_000,
+            max_message_bytes: 65_535,
+        }
+    }
 }
 
 fn sdes_over_plain(l: &Listen) -> String {
@@ -186,6 +263,25 @@ impl ProxyConfig {
         if !(1..=300).contains(&a.nonce_lifetime_secs) {
             return Err(invalid("auth.nonce_lifetime_secs", "must be 1..=300"));
         }
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_transactions == 0 {
+            return Err(invalid("limits", "limits must be at least 1"));
+        }
+        if !(1_024..=1_048_576).contains(&l.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be 1024..=1048576",
+            ));
+        }
+        if l.idle_timeout_secs == 0 || l.handshake_timeout_secs == 0 {
+            return Err(invalid("limits", "timeouts must be at least 1 s"));
+        }
+        if a.algorithms.is_empty() {
+            return Err(invalid(
+                "auth.algorithms",
+                "at least one of \"sha-256\", \"md5\"",
+            ));
+        }
         if a.max_failures_per_source == 0 || a.max_failures_per_account == 0 {
             return Err(invalid("auth.max_failures_*", "must be at least 1"));
         }
@@ -226,11 +322,29 @@ impl ProxyConfig {
                 users.push(&u.name);
                 match (&u.password, &u.ha1_sha256) {
                     (Some(_), None) | (None, Some(_)) => {}
+                    (None, None) if u.contact.is_some() => {}
                     _ => {
                         return Err(invalid(
                             ukey.clone(),
-                            "give exactly one of password or ha1_sha256",
+                            "give exactly one of password or ha1_sha256 (or only a static contact)",
                         ))
+                    }
+                }
+                if let Some(c) = &u.contact {
+                    let ok = crate::grammar::uri(c.as_bytes()).is_ok_and(|uri| {
+                        uri.is_sip()
+                            && std::str::from_utf8(uri.host).is_ok_and(|h| {
+                                h.trim_start_matches('[')
+                                    .trim_end_matches(']')
+                                    .parse::<std::net::IpAddr>()
+                                    .is_ok()
+                            })
+                    });
+                    if !ok {
+                        return Err(invalid(
+                            format!("{ukey}.contact"),
+                            "a sip: or sips: URI with an IP address (no DNS here)",
+                        ));
                     }
                 }
                 if u.ha1_sha256.as_deref().is_some_and(|h| !is_hex(h, 64)) {

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod error;
 pub mod grammar;
 pub mod message;
+pub mod proxy;
 pub mod registrar;
 pub mod response;
 pub mod sdp;

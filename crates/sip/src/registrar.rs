@@ -78,6 +78,15 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// Every live contact URI.
+    pub fn contacts(&self, now: Instant) -> impl Iterator<Item = &str> + '_ {
+        self.bindings
+            .values()
+            .flatten()
+            .filter(move |b| b.expires_at > now)
+            .map(|b| b.contact.as_str())
+    }
+
     /// Drops expired bindings (call now and then).
     pub fn purge(&mut self, now: Instant) {
         for v in self.bindings.values_mut() {

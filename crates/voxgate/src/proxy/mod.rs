@@ -1,18 +1,291 @@
-//! `voxgate proxy`: the tokio driver around `voxgate_sip::proxy` (being written).
+//! `voxgate proxy`: the tokio driver around the sans-I/O `voxgate_sip::proxy::ProxyCore`.
+//!
+//! One task owns the core and is the only one to touch it; sockets talk to it over a channel:
+//! - UDP: one receive task per listener; the core's task sends with `try_send_to`.
+//! - TCP/TLS: an accept task per listener, a task per connection that frames messages
+//!   (Content-Length, `Framing::Stream`) and writes what the core queues for it. Outbound
+//!   connections are opened on demand and reused (a flow is keyed by transport and remote
+//!   address); limits on connections in all and per IP, a handshake timeout and an idle
+//!   timeout bound what a peer can hold.
+//! - Metrics in Prometheus text format on `GET /metrics` when `[metrics] address` is set.
 
+mod conn;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use voxgate_sip::config::{ProxyConfig, TransportKind};
+use voxgate_sip::proxy::{Flow, ProxyCore};
+
+use conn::{ConnLimits, Connections};
 
 /// Arguments of `voxgate proxy`.
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
-    /// The TOML configuration (see examples/proxy.toml).
+    /// The TOML configuration (see examples/proxy.toml). Relative paths in it are relative to
+    /// the file's directory.
     #[arg(long)]
-    pub config: std::path::PathBuf,
-    /// Only load and check the configuration, then exit.
+    pub config: PathBuf,
+    /// Only load and check the configuration (and the TLS files), then exit.
     #[arg(long)]
     pub check_config: bool,
 }
 
-pub fn run(_args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("voxgate proxy: not written yet")
+/// What the sockets tell the core's task.
+pub(crate) enum Event {
+    Datagram {
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// A connection is up (accepted, or an outbound one connected).
+    Opened {
+        id: u64,
+        flow: Flow,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    Message {
+        flow: Flow,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        flow: Flow,
+        failed: bool,
+    },
+    Metrics(oneshot::Sender<String>),
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let cfg = ProxyConfig::from_toml(&text)
+        .with_context(|| format!("configuration {}", args.config.display()))?;
+    let base = args
+        .config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let tls = match &cfg.tls {
+        Some(t) => Some(conn::tls_configs(
+            &resolve(&base, &t.cert),
+            &resolve(&base, &t.key),
+            t.client_ca.as_ref().map(|c| resolve(&base, c)).as_deref(),
+        )?),
+        None => None,
+    };
+    if args.check_config {
+        println!(
+            "configuration OK: {} listener(s), {} domain(s), {} user(s)",
+            cfg.listeners.len(),
+            cfg.domains.len(),
+            cfg.domains.iter().map(|d| d.users.len()).sum::<usize>()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(cfg, tls))
+}
+
+async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Result<ExitCode> {
+    let (tx, mut rx) = mpsc::channel::<Event>(8192);
+    let limits = Arc::new(ConnLimits::new(&cfg.limits));
+    let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut bound: Vec<(TransportKind, SocketAddr)> = Vec::new();
+    for l in &cfg.listeners {
+        match l.transport {
+            TransportKind::Udp => {
+                let s = UdpSocket::bind(l.address)
+                    .await
+                    .with_context(|| format!("binding udp {}", l.address))?;
+                let local = s.local_addr()?;
+                let s = Arc::new(s);
+                udp.insert(local, s.clone());
+                bound.push((TransportKind::Udp, local));
+                let tx = tx.clone();
+                let max = cfg.limits.max_message_bytes;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    loop {
+                        match s.recv_from(&mut buf).await {
+                            Ok((n, remote)) => {
+                                if n > max {
+                                    tracing::debug!(%remote, n, "datagram over the size limit dropped");
+                                    continue;
+                                }
+                                let ev = Event::Datagram {
+                                    local,
+                                    remote,
+                                    bytes: buf[..n].to_vec(),
+                                };
+                                if tx.send(ev).await.is_err() {
+                                    break;
+                                }
+                            }
+                            // ICMP errors surface here on Linux; keep serving.
+                            Err(e) => tracing::debug!(error = %e, "udp receive"),
+                        }
+                    }
+                });
+            }
+            t @ (TransportKind::Tcp | TransportKind::Tls) => {
+                let acceptor = if t == TransportKind::Tls {
+                    let Some(c) = &tls else {
+                        bail!("a TLS listener needs [tls]");
+                    };
+                    Some(c.acceptor.clone())
+                } else {
+                    None
+                };
+                let listener = TcpListener::bind(l.address)
+                    .await
+                    .with_context(|| format!("binding {t:?} {}", l.address))?;
+                let local = listener.local_addr()?;
+                bound.push((t, local));
+                tokio::spawn(conn::accept_loop(
+                    listener,
+                    t,
+                    local,
+                    acceptor,
+                    tx.clone(),
+                    limits.clone(),
+                    cfg.limits.clone(),
+                ));
+            }
+        }
+    }
+    let mut metrics_addr = None;
+    if let Some(m) = &cfg.metrics {
+        let l = TcpListener::bind(m.address)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {}", m.address))?;
+        metrics_addr = Some(l.local_addr()?);
+        tokio::spawn(conn::metrics_loop(l, tx.clone()));
+    }
+    let mut core =
+        ProxyCore::new(&cfg, bound.clone(), Instant::now()).context("starting the proxy core")?;
+    for (t, a) in &bound {
+        println!("listening {} {a}", format!("{t:?}").to_lowercase());
+    }
+    if let Some(a) = metrics_addr {
+        println!("listening metrics {a}");
+    }
+    println!("ready");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(listeners = ?bound, domains = cfg.domains.len(), "voxgate proxy ready");
+
+    let mut conns = Connections::new(
+        tx.clone(),
+        limits.clone(),
+        cfg.limits.clone(),
+        tls.as_ref().and_then(|t| t.connector.clone()),
+    );
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                handle(&mut core, &mut conns, ev);
+                // Take what else is queued before sending, so bursts are cheap.
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(ev) => handle(&mut core, &mut conns, ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = sleep => core.handle_timeout(Instant::now()),
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+        flush(&mut core, &mut conns, &udp);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn handle(core: &mut ProxyCore, conns: &mut Connections, ev: Event) {
+    let now = Instant::now();
+    match ev {
+        Event::Datagram {
+            local,
+            remote,
+            bytes,
+        } => core.handle_input(
+            now,
+            Flow {
+                transport: TransportKind::Udp,
+                local,
+                remote,
+                conn: None,
+            },
+            &bytes,
+        ),
+        Event::Opened { id, flow, writer } => conns.opened(id, flow, writer),
+        Event::Message { flow, bytes } => core.handle_input(now, flow, &bytes),
+        Event::Closed { flow, failed } => {
+            conns.closed(&flow);
+            if failed {
+                core.handle_unreachable(now, flow);
+            }
+        }
+        Event::Metrics(reply) => {
+            let mut m = core.render_metrics();
+            m.push_str(&conns.render_metrics());
+            let _ = reply.send(m);
+        }
+    }
+}
+
+fn flush(core: &mut ProxyCore, conns: &mut Connections, udp: &HashMap<SocketAddr, Arc<UdpSocket>>) {
+    while let Some(t) = core.poll_transmit() {
+        match t.flow.transport {
+            TransportKind::Udp => {
+                let sock = udp.get(&t.flow.local).or_else(|| udp.values().next());
+                if let Some(s) = sock {
+                    if let Err(e) = s.try_send_to(&t.bytes, t.flow.remote) {
+                        tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed");
+                    }
+                }
+            }
+            TransportKind::Tcp | TransportKind::Tls => {
+                if let Err(flow) = conns.send(t.flow, t.bytes) {
+                    core.handle_unreachable(Instant::now(), flow);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the idle-timeout type in one place for the connection module.
+pub(crate) fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
 }

@@ -1,0 +1,1888 @@
+//! Registrar, location service and transaction-stateful proxy (RFC 3261 §16, §10), sans-I/O.
+//!
+//! The driver feeds [`ProxyCore::handle_input`] with each message as it arrived (one datagram,
+//! or one framed message of a TCP/TLS connection) and the [`Flow`] it came on, calls
+//! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due, and sends every
+//! [`Transmit`] from [`ProxyCore::poll_transmit`]. No sockets, threads or clocks here.
+//!
+//! What the proxy does:
+//! - REGISTER for its domains goes to the [`Registrar`] (digest, own AOR only); the flow a
+//!   contact registered over is remembered so that requests reach it over the same TCP/TLS
+//!   connection (connection reuse).
+//! - Out-of-dialog requests are digest-challenged (407) before any lookup, so the answer never
+//!   depends on whether the target exists; the authenticated user must be the From user.
+//! - Max-Forwards (483), loop detection (482, RFC 3261 §16.3 step 4 with a branch derived from
+//!   the request), Proxy-Require (420), Record-Route on dialog-creating requests with a token
+//!   bound to the Call-ID, so that in-dialog requests are routed only inside dialogs this proxy
+//!   created (no open relay).
+//! - One server transaction per request and one client transaction per forwarded request;
+//!   responses (3xx-6xx included) go back through them; CANCEL is answered hop by hop and sent
+//!   on once the next hop has sent a provisional response.
+//! - SDP: an INVITE's offer must satisfy the stricter of the caller's and callee's encryption
+//!   policy (mandatory: RTP/SAVP with a=crypto, else 488), and a=crypto never crosses a hop
+//!   that is not TLS (488). Each call's encryption is logged and counted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::{digest, hmac, rand::SecureRandom};
+use zeroize::Zeroizing;
+
+use crate::config::{ProxyConfig, TransportKind};
+use crate::digest::{ha1, Algorithm, DigestAuth, DigestConfig, Verdict};
+use crate::grammar;
+use crate::message::{Framing, HeaderKind, ParseLimits, SipMessage, StartLine};
+use crate::registrar::{Registrar, RegistrarConfig};
+use crate::response::build_response;
+use crate::sdp::{EncryptionPolicy, SessionDescription};
+use crate::transaction::{
+    ClientTransaction, Output, ServerTransaction, State, Timers, Transport, TuEvent,
+};
+
+/// Where a message came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub transport: TransportKind,
+    /// The proxy's own listener address on that transport.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The TCP/TLS connection; `None`: any open connection to `remote`, or a new one.
+    pub conn: Option<u64>,
+}
+
+impl Flow {
+    fn reliable(&self) -> Transport {
+        match self.transport {
+            TransportKind::Udp => Transport::Unreliable,
+            _ => Transport::Reliable,
+        }
+    }
+}
+
+/// Bytes to send on a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub flow: Flow,
+    pub bytes: Vec<u8>,
+}
+
+/// Errors building a proxy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    #[error("no listener given")]
+    NoListener,
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// Counters exported as Prometheus metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub requests: HashMap<String, u64>,
+    pub responses_forwarded: [u64; 7],
+    pub responses_local: [u64; 7],
+    pub parse_errors: u64,
+    pub dropped: u64,
+    pub auth_challenges: u64,
+    pub auth_failures: u64,
+    pub lockouts: u64,
+    pub loops: u64,
+    pub calls_encrypted: u64,
+    pub calls_unencrypted: u64,
+    pub calls_refused_policy: u64,
+    pub overload: u64,
+}
+
+struct UserEntry {
+    ha1_sha256: Option<Zeroizing<String>>,
+    ha1_md5: Option<Zeroizing<String>>,
+    policy: EncryptionPolicy,
+    contact: Option<String>,
+}
+
+struct ServerEntry {
+    tx: ServerTransaction,
+    flow: Flow,
+    request: Vec<u8>,
+    client: Option<String>,
+    final_sent: bool,
+}
+
+struct ClientEntry {
+    tx: ClientTransaction,
+    flow: Flow,
+    server: Option<String>,
+    request: Vec<u8>,
+    invite: bool,
+    provisional: bool,
+    cancel_pending: bool,
+    final_received: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    caller: String,
+    callee: String,
+    policy: EncryptionPolicy,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(String),
+    Client(String),
+    Housekeeping,
+}
+
+/// The proxy core.
+pub struct ProxyCore {
+    domains: Vec<String>,
+    listeners: Vec<(TransportKind, SocketAddr)>,
+    authenticate_calls: bool,
+    max_transactions: usize,
+    limits: ParseLimits,
+    timers: Timers,
+    users: HashMap<(String, String), UserEntry>,
+    auth: HashMap<String, DigestAuth>,
+    registrar: Registrar,
+    /// Contact URI -> the flow it registered or called from (connection reuse).
+    flows: HashMap<String, Flow>,
+    server: HashMap<String, ServerEntry>,
+    client: HashMap<String, ClientEntry>,
+    calls: HashMap<String, Call>,
+    heap: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Transmit>,
+    secret: Zeroizing<[u8; 32]>,
+    stats: Stats,
+    next_housekeeping: Option<Instant>,
+}
+
+impl std::fmt::Debug for ProxyCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyCore")
+            .field("domains", &self.domains)
+            .field("server_transactions", &self.server.len())
+            .field("client_transactions", &self.client.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+const MAX_FLOWS: usize = 100_000;
+const MAX_CALLS: usize = 100_000;
+const CALL_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The parameters of a SIP URI (`;name=value` after host[:port], before `?`).
+fn uri_params(raw: &[u8]) -> Vec<(String, Option<String>)> {
+    let s = lossy(raw);
+    let s = s.split('?').next().unwrap_or_default();
+    let after_at = match s.rfind('@') {
+        Some(i) => &s[i + 1..],
+        None => s,
+    };
+    after_at
+        .split(';')
+        .skip(1)
+        .map(|p| match p.split_once('=') {
+            Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
+            None => (p.trim().to_ascii_lowercase(), None),
+        })
+        .collect()
+}
+
+fn uri_param(raw: &[u8], name: &str) -> Option<Option<String>> {
+    uri_params(raw)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+fn host_ip(host: &[u8]) -> Option<IpAddr> {
+    let h = std::str::from_utf8(host).ok()?;
+    h.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+fn transport_name(t: TransportKind) -> &'static str {
+    match t {
+        TransportKind::Udp => "UDP",
+        TransportKind::Tcp => "TCP",
+        TransportKind::Tls => "TLS",
+    }
+}
+
+/// The sent-by of a Via value as `host:port` (default port for its transport).
+fn sent_by(v: &grammar::Via<'_>) -> String {
+    let tls = v.transport.eq_ignore_ascii_case(b"TLS");
+    let port = v.port.unwrap_or(if tls { 5061 } else { 5060 });
+    format!("{}:{port}", lossy(v.host).to_ascii_lowercase())
+}
+
+/// A request that failed to parse: answer it if its Via, From, To, Call-ID and CSeq lines can
+/// be copied (they are copied as sent, like any response), else nothing.
+fn raw_error_response(bytes: &[u8], code: u16) -> Option<Vec<u8>> {
+    let first_end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let first = &bytes[..first_end];
+    if first.starts_with(b"SIP/") || !first.ends_with(b" SIP/2.0") {
+        return None;
+    }
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(bytes.len());
+    let mut lines: Vec<&[u8]> = Vec::new();
+    let mut seen = [false; 5];
+    for line in bytes[first_end + 2..head_end].split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = grammar::trim(&line[..colon]);
+        let idx = match HeaderKind::from_name(name) {
+            HeaderKind::Via => 0,
+            HeaderKind::From => 1,
+            HeaderKind::To => 2,
+            HeaderKind::CallId => 3,
+            HeaderKind::CSeq => 4,
+            _ => continue,
+        };
+        if line.iter().any(|b| b.is_ascii_control() && *b != b'\t') || line.len() > 1024 {
+            return None;
+        }
+        if idx != 0 && seen[idx] {
+            return None;
+        }
+        seen[idx] = true;
+        lines.push(line);
+    }
+    if !seen.iter().all(|s| *s) {
+        return None;
+    }
+    let mut r = format!("SIP/2.0 {code} {}\r\n", crate::response::reason(code)).into_bytes();
+    for l in lines {
+        r.extend_from_slice(l);
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some(r)
+}
+
+/// Whether an SDP body offers SRTP (RTP/SAVP with a=crypto on every active audio stream), and
+/// whether it carries any a=crypto at all.
+fn sdp_security(body: &[u8]) -> Option<(bool, bool)> {
+    let sd = SessionDescription::parse(body).ok()?;
+    let active: Vec<_> = sd
+        .media
+        .iter()
+        .filter(|m| m.media == "audio" && m.port != 0)
+        .collect();
+    let srtp = !active.is_empty()
+        && active
+            .iter()
+            .all(|m| m.proto == "RTP/SAVP" && m.attributes("crypto").next().is_some());
+    let any_crypto = sd
+        .media
+        .iter()
+        .any(|m| m.attributes("crypto").next().is_some());
+    Some((srtp, any_crypto))
+}
+
+fn strictest(a: EncryptionPolicy, b: EncryptionPolicy) -> EncryptionPolicy {
+    use EncryptionPolicy::*;
+    match (a, b) {
+        (Mandatory, _) | (_, Mandatory) => Mandatory,
+        (Optional, _) | (_, Optional) => Optional,
+        _ => Off,
+    }
+}
+
+enum Target {
+    /// Send here.
+    Flow(Flow),
+    /// Answer with this status.
+    Fail(u16),
+}
+
+impl ProxyCore {
+    /// A proxy for the configuration, with the addresses its listeners really bound.
+    pub fn new(
+        cfg: &ProxyConfig,
+        listeners: Vec<(TransportKind, SocketAddr)>,
+        now: Instant,
+    ) -> Result<Self, ProxyError> {
+        if listeners.is_empty() {
+            return Err(ProxyError::NoListener);
+        }
+        let mut users = HashMap::new();
+        let mut auth = HashMap::new();
+        let algorithms: Vec<Algorithm> = cfg.auth.algorithms.iter().map(|a| (*a).into()).collect();
+        for d in &cfg.domains {
+            let realm = d.name.to_ascii_lowercase();
+            for u in &d.users {
+                let (s, m) = match &u.password {
+                    Some(p) => (
+                        Some(ha1(Algorithm::Sha256, &u.name, &realm, p)),
+                        Some(ha1(Algorithm::Md5, &u.name, &realm, p)),
+                    ),
+                    None => (
+                        u.ha1_sha256.clone().map(Zeroizing::new),
+                        u.ha1_md5.clone().map(Zeroizing::new),
+                    ),
+                };
+                users.insert(
+                    (realm.clone(), u.name.clone()),
+                    UserEntry {
+                        ha1_sha256: s,
+                        ha1_md5: m,
+                        policy: u.encryption.unwrap_or(d.encryption).into(),
+                        contact: u.contact.clone(),
+                    },
+                );
+            }
+            let mut dc = DigestConfig::new(&realm);
+            dc.algorithms = algorithms.clone();
+            dc.nonce_lifetime = Duration::from_secs(cfg.auth.nonce_lifetime_secs);
+            dc.max_failures_per_source = cfg.auth.max_failures_per_source;
+            dc.max_failures_per_account = cfg.auth.max_failures_per_account;
+            dc.lockout = Duration::from_secs(cfg.auth.lockout_secs);
+            auth.insert(
+                realm.clone(),
+                DigestAuth::new(dc).map_err(|_| ProxyError::Random)?,
+            );
+        }
+        let domains: Vec<String> = cfg
+            .domains
+            .iter()
+            .map(|d| d.name.to_ascii_lowercase())
+            .collect();
+        let mut secret = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut secret[..])
+            .map_err(|_| ProxyError::Random)?;
+        let limits = ParseLimits {
+            max_message: cfg.limits.max_message_bytes,
+            max_body: cfg.limits.max_message_bytes,
+            ..ParseLimits::default()
+        };
+        let mut heap = BinaryHeap::new();
+        heap.push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
+        Ok(ProxyCore {
+            registrar: Registrar::new(RegistrarConfig {
+                domains: domains.clone(),
+                ..RegistrarConfig::default()
+            }),
+            domains,
+            listeners,
+            authenticate_calls: cfg.auth.authenticate_calls,
+            max_transactions: cfg.limits.max_transactions,
+            limits,
+            timers: Timers::default(),
+            users,
+            auth,
+            flows: HashMap::new(),
+            server: HashMap::new(),
+            client: HashMap::new(),
+            calls: HashMap::new(),
+            heap,
+            out: VecDeque::new(),
+            secret,
+            stats: Stats::default(),
+            next_housekeeping: Some(now + HOUSEKEEPING),
+        })
+    }
+
+    /// Replaces the RFC 3261 timer values (tests use short ones).
+    pub fn set_timers(&mut self, timers: Timers) {
+        self.timers = timers;
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live server and client transactions.
+    pub fn transactions(&self) -> (usize, usize) {
+        (self.server.len(), self.client.len())
+    }
+
+    /// Calls set up and not yet ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let s = &self.stats;
+        let mut m = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            m.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            "voxgate_sip_parse_errors_total",
+            "Messages refused by the parser.",
+            s.parse_errors,
+        );
+        counter(
+            "voxgate_sip_dropped_total",
+            "Messages dropped (no transaction, not addressable).",
+            s.dropped,
+        );
+        counter(
+            "voxgate_sip_auth_challenges_total",
+            "Digest challenges sent (401/407).",
+            s.auth_challenges,
+        );
+        counter(
+            "voxgate_sip_auth_failures_total",
+            "Requests refused after authentication failed or for identity mismatch.",
+            s.auth_failures,
+        );
+        counter(
+            "voxgate_sip_lockouts_total",
+            "Requests refused because the source or account is locked out.",
+            s.lockouts,
+        );
+        counter(
+            "voxgate_sip_loops_total",
+            "Requests refused with 482 Loop Detected.",
+            s.loops,
+        );
+        counter(
+            "voxgate_sip_overload_total",
+            "Requests refused with 503 because of the transaction limit.",
+            s.overload,
+        );
+        counter(
+            "voxgate_calls_refused_policy_total",
+            "INVITEs refused with 488 by the encryption policy.",
+            s.calls_refused_policy,
+        );
+        m.push_str("# HELP voxgate_calls_established_total Calls answered, by media encryption.\n# TYPE voxgate_calls_established_total counter\n");
+        m.push_str(&format!(
+            "voxgate_calls_established_total{{encrypted=\"true\"}} {}\nvoxgate_calls_established_total{{encrypted=\"false\"}} {}\n",
+            s.calls_encrypted, s.calls_unencrypted
+        ));
+        m.push_str("# HELP voxgate_sip_requests_total Requests received, by method.\n# TYPE voxgate_sip_requests_total counter\n");
+        let mut methods: Vec<_> = s.requests.iter().collect();
+        methods.sort();
+        for (k, v) in methods {
+            m.push_str(&format!(
+                "voxgate_sip_requests_total{{method=\"{k}\"}} {v}\n"
+            ));
+        }
+        m.push_str("# HELP voxgate_sip_responses_total Responses sent, by class and origin.\n# TYPE voxgate_sip_responses_total counter\n");
+        for c in 1..7 {
+            m.push_str(&format!(
+                "voxgate_sip_responses_total{{class=\"{c}xx\",origin=\"forwarded\"}} {}\nvoxgate_sip_responses_total{{class=\"{c}xx\",origin=\"local\"}} {}\n",
+                s.responses_forwarded[c], s.responses_local[c]
+            ));
+        }
+        m.push_str(&format!(
+            "# HELP voxgate_sip_transactions Live transactions.\n# TYPE voxgate_sip_transactions gauge\nvoxgate_sip_transactions{{side=\"server\"}} {}\nvoxgate_sip_transactions{{side=\"client\"}} {}\n",
+            self.server.len(),
+            self.client.len()
+        ));
+        m.push_str(&format!(
+            "# HELP voxgate_calls_active Calls set up through the proxy and not ended.\n# TYPE voxgate_calls_active gauge\nvoxgate_calls_active {}\n",
+            self.calls.len()
+        ));
+        m
+    }
+
+    fn is_local_addr(&self, host: &[u8], port: Option<u16>) -> bool {
+        let Some(ip) = host_ip(host) else {
+            return false;
+        };
+        self.listeners
+            .iter()
+            .any(|(_, a)| a.ip() == ip && port.is_none_or(|p| p == a.port()))
+    }
+
+    fn our_domain(&self, host: &[u8]) -> Option<String> {
+        let h = lossy(host).to_ascii_lowercase();
+        if self.domains.contains(&h) {
+            return Some(h);
+        }
+        // The proxy's own address stands for the first domain.
+        if self.is_local_addr(host, None) {
+            return self.domains.first().cloned();
+        }
+        None
+    }
+
+    fn listener(&self, t: TransportKind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == t)
+            .map(|(_, a)| *a)
+    }
+
+    fn token(&self, call_id: &[u8]) -> String {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.secret[..]);
+        hex(&hmac::sign(&key, call_id).as_ref()[..8])
+    }
+
+    /// RFC 3261 §16.6 step 8: the branch of a forwarded request, derived from what identifies
+    /// it (not from the previous hop's branch), so that a looped copy yields the same value.
+    fn branch_for(&self, msg: &SipMessage<'_>) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&self.secret[..]);
+        if let StartLine::Request { uri, method } = msg.start {
+            ctx.update(uri);
+            ctx.update(b"\0");
+            if method == "ACK" {
+                // A stateless ACK (for a 2xx) is its own transaction.
+                ctx.update(b"ACK\0");
+                if let Some(b) = msg.vias().first().and_then(|v| v.branch()) {
+                    ctx.update(b);
+                }
+            }
+        }
+        for n in ["tag"] {
+            if let Some(t) = msg.from().and_then(|f| f.param(n)) {
+                ctx.update(t);
+            }
+            ctx.update(b"\0");
+            if let Some(t) = msg.to().and_then(|f| f.param(n)) {
+                ctx.update(t);
+            }
+            ctx.update(b"\0");
+        }
+        ctx.update(msg.call_id().unwrap_or_default());
+        ctx.update(b"\0");
+        if let Some(c) = msg.cseq() {
+            ctx.update(&c.number.to_be_bytes());
+        }
+        for h in msg.headers.iter().filter(|h| {
+            h.kind == HeaderKind::Route || h.name.eq_ignore_ascii_case(b"Proxy-Require")
+        }) {
+            ctx.update(&h.value);
+        }
+        format!("z9hG4bKvx{}", hex(&ctx.finish().as_ref()[..12]))
+    }
+
+    fn server_key(msg: &SipMessage<'_>) -> Option<String> {
+        let method = msg.method()?;
+        let class = match method {
+            "ACK" | "INVITE" => "INVITE",
+            m => m,
+        };
+        let vias = msg.vias();
+        let top = vias.first()?;
+        match top.branch() {
+            Some(b) if b.starts_with(b"z9hG4bK") => {
+                Some(format!("{}|{}|{class}", lossy(b), sent_by(top)))
+            }
+            _ => {
+                // RFC 2543 peers: the request's identity instead of a branch.
+                let from_tag = msg.from().and_then(|f| f.param("tag")).unwrap_or_default();
+                let cseq = msg.cseq().map(|c| c.number).unwrap_or(0);
+                Some(format!(
+                    "{}|{}|{cseq}|{}|{class}",
+                    lossy(msg.call_id().unwrap_or_default()),
+                    lossy(from_tag),
+                    sent_by(top)
+                ))
+            }
+        }
+    }
+
+    fn arm(&mut self, r: TimerRef, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.heap.push(Reverse((at, r)));
+        }
+    }
+
+    fn count_local(&mut self, code: u16) {
+        self.stats.responses_local[(code / 100).min(6) as usize] += 1;
+    }
+
+    /// Answers a request without a transaction (the request is not kept).
+    fn reply_stateless(
+        &mut self,
+        flow: Flow,
+        msg: &SipMessage<'_>,
+        code: u16,
+        extra: &[(&str, String)],
+    ) {
+        let tag = self.token(msg.call_id().unwrap_or_default());
+        let r = build_response(msg, code, Some(&tag), extra, None);
+        self.count_local(code);
+        self.out.push_back(Transmit { flow, bytes: r });
+    }
+
+    /// Sends a response through a server transaction.
+    fn respond(&mut self, now: Instant, key: &str, bytes: Vec<u8>, code: u16, local: bool) {
+        let Some(e) = self.server.get_mut(key) else {
+            return;
+        };
+        if code >= 200 {
+            e.final_sent = true;
+        }
+        if e.tx.send_response(now, bytes).is_err() {
+            self.stats.dropped += 1;
+        }
+        if local {
+            self.count_local(code);
+        } else {
+            self.stats.responses_forwarded[(code / 100).min(6) as usize] += 1;
+        }
+        self.drain_server(key);
+    }
+
+    /// Builds a local response to the request of a server transaction and sends it.
+    fn respond_local(&mut self, now: Instant, key: &str, code: u16, extra: &[(&str, String)]) {
+        let Some(e) = self.server.get(key) else {
+            return;
+        };
+        let req = e.request.clone();
+        let Ok(msg) = SipMessage::parse(&req, Framing::Datagram, &self.limits) else {
+            return;
+        };
+        let tag = self.token(msg.call_id().unwrap_or_default());
+        let r = build_response(&msg, code, Some(&tag), extra, None);
+        self.respond(now, key, r, code, true);
+    }
+
+    fn drain_server(&mut self, key: &str) {
+        let Some(e) = self.server.get_mut(key) else {
+            return;
+        };
+        let mut done = false;
+        while let Some(o) = e.tx.poll_output() {
+            match o {
+                Output::Transmit(b) => self.out.push_back(Transmit {
+                    flow: e.flow,
+                    bytes: b,
+                }),
+                Output::Terminated => done = true,
+                Output::Tu(_) => {}
+            }
+        }
+        let next = e.tx.poll_timeout();
+        if done || e.tx.state() == State::Terminated {
+            self.server.remove(key);
+        } else {
+            self.arm(TimerRef::Server(key.to_string()), next);
+        }
+    }
+
+    fn drain_client(&mut self, now: Instant, key: &str) {
+        let Some(e) = self.client.get_mut(key) else {
+            return;
+        };
+        let mut done = false;
+        let mut events = Vec::new();
+        while let Some(o) = e.tx.poll_output() {
+            match o {
+                Output::Transmit(b) => self.out.push_back(Transmit {
+                    flow: e.flow,
+                    bytes: b,
+                }),
+                Output::Terminated => done = true,
+                Output::Tu(ev) => events.push(ev),
+            }
+        }
+        let next = e.tx.poll_timeout();
+        if done || e.tx.state() == State::Terminated {
+            // Keep the entry until its events are handled below.
+        } else {
+            self.arm(TimerRef::Client(key.to_string()), next);
+        }
+        for ev in events {
+            self.client_event(now, key, ev);
+        }
+        if done {
+            self.client.remove(key);
+        }
+    }
+
+    /// Drops expired state and runs due transaction timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, r))) = self.heap.pop() else {
+                break;
+            };
+            match r {
+                TimerRef::Server(k) => {
+                    let due = self
+                        .server
+                        .get(&k)
+                        .and_then(|e| e.tx.poll_timeout())
+                        .is_some_and(|t| t <= now);
+                    if due {
+                        if let Some(e) = self.server.get_mut(&k) {
+                            e.tx.handle_timeout(now);
+                        }
+                        self.drain_server(&k);
+                    }
+                }
+                TimerRef::Client(k) => {
+                    let due = self
+                        .client
+                        .get(&k)
+                        .and_then(|e| e.tx.poll_timeout())
+                        .is_some_and(|t| t <= now);
+                    if due {
+                        if let Some(e) = self.client.get_mut(&k) {
+                            e.tx.handle_timeout(now);
+                        }
+                        self.drain_client(now, &k);
+                    }
+                }
+                TimerRef::Housekeeping => {
+                    if self.next_housekeeping.is_some_and(|t| t <= now) {
+                        self.housekeeping(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.registrar.purge(now);
+        let reg = &self.registrar;
+        let users = &self.users;
+        // Forget flows of contacts that are neither registered nor in a live call.
+        self.flows.retain(|contact, _| {
+            let _ = users;
+            reg.has_contact(now, contact)
+        });
+        self.calls
+            .retain(|_, c| now.duration_since(c.started) < CALL_MAX_AGE);
+        self.next_housekeeping = Some(now + HOUSEKEEPING);
+        self.heap
+            .push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
+    }
+
+    /// The driver could not reach a flow (connection refused, TLS failure, closed): every
+    /// transaction waiting on it ends as if it had timed out (503 upstream).
+    pub fn handle_unreachable(&mut self, now: Instant, flow: Flow) {
+        let keys: Vec<String> = self
+            .client
+            .iter()
+            .filter(|(_, e)| {
+                !e.final_received
+                    && e.flow.transport == flow.transport
+                    && (e.flow.remote == flow.remote
+                        || (e.flow.conn.is_some() && e.flow.conn == flow.conn))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(server) = self.client.get(&k).and_then(|e| e.server.clone()) {
+                let pending = self.server.get(&server).is_some_and(|s| !s.final_sent);
+                if pending {
+                    self.respond_local(now, &server, 503, &[]);
+                }
+            }
+            self.client.remove(&k);
+        }
+        self.flows
+            .retain(|_, f| !(f.conn.is_some() && f.conn == flow.conn));
+    }
+
+    /// A message arrived on `flow`.
+    pub fn handle_input(&mut self, now: Instant, flow: Flow, bytes: &[u8]) {
+        let framing = match flow.transport {
+            TransportKind::Udp => Framing::Datagram,
+            _ => Framing::Stream,
+        };
+        let msg = match SipMessage::parse(bytes, framing, &self.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.parse_errors += 1;
+                tracing::debug!(remote = %flow.remote, error = %e, "unparsable message");
+                if let Some(r) = raw_error_response(bytes, e.status()) {
+                    self.count_local(e.status());
+                    self.out.push_back(Transmit { flow, bytes: r });
+                }
+                return;
+            }
+        };
+        let msg_bytes = &bytes[..msg.len];
+        if msg.is_request() {
+            self.handle_request(now, flow, &msg, msg_bytes);
+        } else {
+            self.handle_response(now, flow, &msg, msg_bytes);
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, flow: Flow, msg: &SipMessage<'_>, bytes: &[u8]) {
+        let method = msg.method().unwrap_or_default().to_string();
+        let m = if method.len() <= 16 && self.stats.requests.len() < 32 {
+            method.clone()
+        } else if self.stats.requests.contains_key(&method) {
+            method.clone()
+        } else {
+            "other".to_string()
+        };
+        *self.stats.requests.entry(m).or_default() += 1;
+        if let Err(code) = msg.validate_request() {
+            if method != "ACK" {
+                self.reply_stateless(flow, msg, code, &[]);
+            }
+            return;
+        }
+        let Some(key) = Self::server_key(msg) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        // A retransmission, or the ACK of a non-2xx final response.
+        if self.server.contains_key(&key) {
+            let accepted = self
+                .server
+                .get(&key)
+                .is_some_and(|e| e.tx.state() == State::Accepted);
+            if let Some(e) = self.server.get_mut(&key) {
+                let _ = e.tx.handle_request(now, bytes);
+            }
+            self.drain_server(&key);
+            if method == "ACK" && accepted {
+                // An ACK for a 2xx that reused the INVITE's branch: end to end, forward it.
+                self.forward_stateless(now, flow, msg);
+            }
+            return;
+        }
+        match method.as_str() {
+            "ACK" => self.forward_stateless(now, flow, msg),
+            "CANCEL" => self.handle_cancel(now, flow, msg, bytes, key),
+            _ => self.handle_new_request(now, flow, msg, bytes, key),
+        }
+    }
+
+    fn new_server_tx(&mut self, flow: Flow, bytes: &[u8], key: &str) -> bool {
+        let Ok(tx) = ServerTransaction::new(bytes, flow.reliable(), self.timers) else {
+            return false;
+        };
+        self.server.insert(
+            key.to_string(),
+            ServerEntry {
+                tx,
+                flow,
+                request: bytes.to_vec(),
+                client: None,
+                final_sent: false,
+            },
+        );
+        true
+    }
+
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        msg: &SipMessage<'_>,
+        bytes: &[u8],
+        key: String,
+    ) {
+        let invite_key = key.replace("|CANCEL", "|INVITE");
+        if !self.server.contains_key(&invite_key) || !key.ends_with("|CANCEL") {
+            self.reply_stateless(flow, msg, 481, &[]);
+            return;
+        }
+        if !self.new_server_tx(flow, bytes, &key) {
+            return;
+        }
+        self.respond_local(now, &key, 200, &[]);
+        let (client, final_sent) = match self.server.get(&invite_key) {
+            Some(e) => (e.client.clone(), e.final_sent),
+            None => return,
+        };
+        if final_sent {
+            return;
+        }
+        match client {
+            None => self.respond_local(now, &invite_key, 487, &[]),
+            Some(ck) => {
+                let ready = self
+                    .client
+                    .get(&ck)
+                    .map(|c| (c.provisional, c.final_received));
+                match ready {
+                    Some((true, false)) => self.send_cancel(now, &ck),
+                    Some((false, false)) => {
+                        if let Some(c) = self.client.get_mut(&ck) {
+                            c.cancel_pending = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, client_key: &str) {
+        let Some(c) = self.client.get(client_key) else {
+            return;
+        };
+        let flow = c.flow;
+        let Some(cancel) = build_cancel(&c.request) else {
+            return;
+        };
+        let ckey = format!("{}|CANCEL", client_key.trim_end_matches("|X"));
+        if let Ok(tx) = ClientTransaction::new(now, cancel.clone(), flow.reliable(), self.timers) {
+            self.client.insert(
+                ckey.clone(),
+                ClientEntry {
+                    tx,
+                    flow,
+                    server: None,
+                    request: cancel,
+                    invite: false,
+                    provisional: false,
+                    cancel_pending: false,
+                    final_received: false,
+                },
+            );
+            self.drain_client(now, &ckey);
+        }
+    }
+
+    /// Pops the Route values that name this proxy. `Err(())`: a Route of ours with a token that
+    /// does not belong to this Call-ID.
+    fn own_routes(&self, msg: &SipMessage<'_>) -> Result<(usize, bool), ()> {
+        let routes = route_values(msg);
+        let token = self.token(msg.call_id().unwrap_or_default());
+        let mut n = 0;
+        let mut valid = false;
+        for r in &routes {
+            let Ok(na) = grammar::name_addr(r) else {
+                break;
+            };
+            if !self.is_local_addr(na.uri.host, na.uri.port) {
+                break;
+            }
+            match uri_param(na.uri.raw, "vx") {
+                Some(Some(t)) if t == token => valid = true,
+                _ => return Err(()),
+            }
+            n += 1;
+        }
+        Ok((n, valid))
+    }
+
+    fn handle_new_request(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        msg: &SipMessage<'_>,
+        bytes: &[u8],
+        key: String,
+    ) {
+        let method = msg.method().unwrap_or_default();
+        let mf = msg.max_forwards();
+        if msg.header(HeaderKind::MaxForwards).is_some() && mf.is_none() {
+            self.reply_stateless(flow, msg, 400, &[]);
+            return;
+        }
+        if mf == Some(0) {
+            self.reply_stateless(flow, msg, 483, &[]);
+            return;
+        }
+        if let Some(pr) = msg.header_named("Proxy-Require") {
+            let v = lossy(grammar::trim(&pr.value));
+            self.reply_stateless(flow, msg, 420, &[("Unsupported", v)]);
+            return;
+        }
+        // Loop detection (RFC 3261 §16.3 step 4).
+        let branch = self.branch_for(msg);
+        let looped = msg.vias().iter().any(|v| {
+            self.is_local_addr(v.host, Some(v.port.unwrap_or(5060)))
+                && v.branch() == Some(branch.as_bytes())
+        });
+        if looped {
+            self.stats.loops += 1;
+            self.reply_stateless(flow, msg, 482, &[]);
+            return;
+        }
+        if self.server.len() + self.client.len() >= self.max_transactions {
+            self.stats.overload += 1;
+            self.reply_stateless(flow, msg, 503, &[("Retry-After", "5".into())]);
+            return;
+        }
+        if !self.new_server_tx(flow, bytes, &key) {
+            return;
+        }
+        if method == "INVITE" {
+            let tag = self.token(msg.call_id().unwrap_or_default());
+            let trying = build_response(msg, 100, Some(&tag), &[], None);
+            self.respond(now, &key, trying, 100, true);
+        }
+        let (popped, in_dialog) = match self.own_routes(msg) {
+            Ok(x) => x,
+            Err(()) => {
+                self.stats.auth_failures += 1;
+                self.respond_local(now, &key, 403, &[]);
+                return;
+            }
+        };
+        let routes = route_values(msg);
+        let StartLine::Request { uri: ruri, .. } = msg.start else {
+            return;
+        };
+        let Ok(ruri_p) = grammar::uri(ruri) else {
+            self.respond_local(now, &key, 416, &[]);
+            return;
+        };
+        let ruri_domain = if ruri_p.is_sip() {
+            self.our_domain(ruri_p.host)
+        } else {
+            None
+        };
+        // In-dialog requests inside a dialog we record-routed: routed without a challenge.
+        if in_dialog && msg.to().and_then(|t| t.param("tag")).is_some() {
+            let next = if routes.len() > popped {
+                lossy(
+                    grammar::name_addr(routes[popped])
+                        .map(|n| n.uri.raw)
+                        .unwrap_or_default(),
+                )
+            } else {
+                lossy(ruri)
+            };
+            if method == "BYE" {
+                if let Some(c) = self.calls.remove(&lossy(msg.call_id().unwrap_or_default())) {
+                    tracing::info!(caller = %c.caller, callee = %c.callee, secs = now.duration_since(c.started).as_secs(), "call ended");
+                }
+            }
+            match self.resolve(&next) {
+                Target::Flow(out) => self.forward(
+                    now,
+                    flow,
+                    msg,
+                    &key,
+                    &lossy(ruri),
+                    out,
+                    popped,
+                    false,
+                    branch,
+                ),
+                Target::Fail(code) => self.respond_local(now, &key, code, &[]),
+            }
+            return;
+        }
+        // REGISTER for one of our domains.
+        if method == "REGISTER" && ruri_domain.is_some() && routes.len() == popped {
+            self.register(now, flow, msg, &key);
+            return;
+        }
+        // OPTIONS to the proxy itself (keep-alive pings, capability queries).
+        if method == "OPTIONS" && ruri_p.user.is_none() && ruri_domain.is_some() {
+            self.respond_local(
+                now,
+                &key,
+                200,
+                &[(
+                    "Allow",
+                    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE".into(),
+                )],
+            );
+            return;
+        }
+        // Everything else needs an authenticated local caller (before any lookup).
+        let caller = match self.authenticate_caller(now, flow, msg, &key, ruri_domain.as_deref()) {
+            Some(c) => c,
+            None => return,
+        };
+        let caller_policy = caller
+            .as_ref()
+            .and_then(|(d, u)| self.users.get(&(d.clone(), u.clone())))
+            .map(|u| u.policy)
+            .unwrap_or(EncryptionPolicy::Off);
+        // Where to: a Route left after ours, or the target of the Request-URI.
+        let (target, callee_policy, callee) = if routes.len() > popped {
+            let next = grammar::name_addr(routes[popped])
+                .map(|n| lossy(n.uri.raw))
+                .unwrap_or_default();
+            (self.resolve(&next), EncryptionPolicy::Off, next)
+        } else if let Some(d) = &ruri_domain {
+            let user = ruri_p.user.map(lossy).unwrap_or_default();
+            match self.users.get(&(d.clone(), user.clone())) {
+                None => (Target::Fail(404), EncryptionPolicy::Off, String::new()),
+                Some(u) => {
+                    let policy = u.policy;
+                    let aor = format!("{user}@{d}");
+                    let contact = u.contact.clone().or_else(|| {
+                        self.registrar
+                            .lookup(now, &aor)
+                            .iter()
+                            .max_by_key(|b| b.expires_at)
+                            .map(|b| b.contact.clone())
+                    });
+                    match contact {
+                        Some(c) => (self.resolve(&c), policy, c),
+                        None => (Target::Fail(480), policy, aor),
+                    }
+                }
+            }
+        } else {
+            (
+                self.resolve(&lossy(ruri)),
+                EncryptionPolicy::Off,
+                lossy(ruri),
+            )
+        };
+        let out = match target {
+            Target::Flow(f) => f,
+            Target::Fail(code) => {
+                self.respond_local(now, &key, code, &[]);
+                return;
+            }
+        };
+        // The encryption policy and SDES-over-TLS rule, on the offer.
+        let policy = strictest(caller_policy, callee_policy);
+        if method == "INVITE" {
+            let ctype = msg
+                .header(HeaderKind::ContentType)
+                .map(|h| lossy(&h.value).to_ascii_lowercase());
+            let sdp = if msg.body.is_empty() {
+                None
+            } else if ctype
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/sdp"))
+            {
+                sdp_security(msg.body)
+            } else {
+                Some((false, false))
+            };
+            let refuse = |why: &str| -> Option<String> { Some(why.to_string()) };
+            let reason = match (policy, sdp) {
+                (_, Some((_, true)))
+                    if flow.transport != TransportKind::Tls
+                        || out.transport != TransportKind::Tls =>
+                {
+                    refuse("SDES keys (a=crypto) may travel only over TLS")
+                }
+                (EncryptionPolicy::Mandatory, None) => {
+                    refuse("encryption is mandatory: an SDP offer with SRTP is required")
+                }
+                (EncryptionPolicy::Mandatory, Some((false, _))) => {
+                    refuse("encryption is mandatory: the offer must be RTP/SAVP with a=crypto")
+                }
+                _ => None,
+            };
+            if let Some(why) = reason {
+                self.stats.calls_refused_policy += 1;
+                tracing::warn!(call_id = %lossy(msg.call_id().unwrap_or_default()), reason = %why, "INVITE refused (488)");
+                self.respond_local(
+                    now,
+                    &key,
+                    488,
+                    &[("Warning", format!("399 voxgate \"{why}\""))],
+                );
+                return;
+            }
+            if self.calls.len() < MAX_CALLS {
+                let caller_s = caller
+                    .as_ref()
+                    .map(|(d, u)| format!("{u}@{d}"))
+                    .unwrap_or_else(|| msg.from().map(|f| lossy(f.uri.raw)).unwrap_or_default());
+                self.calls.insert(
+                    lossy(msg.call_id().unwrap_or_default()),
+                    Call {
+                        caller: caller_s,
+                        callee: callee.clone(),
+                        policy,
+                        started: now,
+                    },
+                );
+            }
+            // Connection reuse toward the caller for requests inside the dialog.
+            if flow.conn.is_some() && caller.is_some() && self.flows.len() < MAX_FLOWS {
+                if let Some(c) = msg
+                    .header(HeaderKind::Contact)
+                    .and_then(|h| grammar::name_addr(&h.value).ok())
+                {
+                    let cu = lossy(c.uri.raw);
+                    let keep = self
+                        .flows
+                        .get(&cu)
+                        .is_some_and(|f| f.remote.ip() != flow.remote.ip());
+                    if !keep {
+                        self.flows.insert(cu, flow);
+                    }
+                }
+            }
+        }
+        let target_uri = if routes.len() > popped || ruri_domain.is_none() {
+            lossy(ruri)
+        } else {
+            callee.clone()
+        };
+        let rr = matches!(method, "INVITE" | "SUBSCRIBE" | "REFER");
+        self.forward(now, flow, msg, &key, &target_uri, out, popped, rr, branch);
+    }
+
+    /// Digest-authenticates an out-of-dialog request. `Some(Some((domain, user)))`: a local
+    /// user; `Some(None)`: authentication is off; `None`: answered (407/403).
+    #[allow(clippy::option_option)]
+    fn authenticate_caller(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        msg: &SipMessage<'_>,
+        key: &str,
+        ruri_domain: Option<&str>,
+    ) -> Option<Option<(String, String)>> {
+        if !self.authenticate_calls {
+            return Some(None);
+        }
+        let from_domain = msg
+            .from()
+            .and_then(|f| self.our_domain(f.uri.host).filter(|_| f.uri.is_sip()));
+        let realm = from_domain
+            .clone()
+            .or(ruri_domain.map(str::to_string))
+            .or_else(|| self.domains.first().cloned())?;
+        let StartLine::Request { uri, method } = msg.start else {
+            return None;
+        };
+        let authz = msg
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(b"Proxy-Authorization"))
+            .find(|h| {
+                crate::digest::parse_authorization(h.raw_value).is_some_and(|c| c.realm == realm)
+            })
+            .map(|h| h.raw_value);
+        let users = &self.users;
+        let auth = self.auth.get_mut(&realm)?;
+        let verdict = auth.verify(
+            now,
+            flow.remote.ip(),
+            method,
+            &lossy(uri),
+            authz,
+            |u, alg| {
+                let e = users.get(&(realm.clone(), u.to_string()))?;
+                match alg {
+                    Algorithm::Sha256 => e.ha1_sha256.clone(),
+                    Algorithm::Md5 => e.ha1_md5.clone(),
+                }
+            },
+        );
+        match verdict {
+            Verdict::Accepted { user } => {
+                let from_user = msg.from().and_then(|f| f.uri.user.map(lossy));
+                if from_domain.as_deref() != Some(realm.as_str())
+                    || from_user.as_deref() != Some(user.as_str())
+                {
+                    self.stats.auth_failures += 1;
+                    tracing::warn!(%user, remote = %flow.remote, "authenticated user is not the From user");
+                    self.respond_local(now, key, 403, &[]);
+                    return None;
+                }
+                Some(Some((realm, user)))
+            }
+            Verdict::Challenge { stale } => {
+                if authz.is_some() && !stale {
+                    self.stats.auth_failures += 1;
+                    tracing::info!(remote = %flow.remote, "digest authentication failed");
+                }
+                self.stats.auth_challenges += 1;
+                let ch = self
+                    .auth
+                    .get_mut(&realm)
+                    .map(|a| a.challenges(now, stale))
+                    .unwrap_or_default();
+                let extra: Vec<(&str, String)> =
+                    ch.into_iter().map(|c| ("Proxy-Authenticate", c)).collect();
+                self.respond_local(now, key, 407, &extra);
+                None
+            }
+            Verdict::LockedOut => {
+                self.stats.lockouts += 1;
+                tracing::warn!(remote = %flow.remote, "locked out: request refused");
+                self.respond_local(now, key, 403, &[]);
+                None
+            }
+        }
+    }
+
+    fn register(&mut self, now: Instant, flow: Flow, msg: &SipMessage<'_>, key: &str) {
+        let to_domain = msg
+            .to()
+            .map(|t| lossy(t.uri.host).to_ascii_lowercase())
+            .unwrap_or_default();
+        let realm = if self.auth.contains_key(&to_domain) {
+            to_domain
+        } else {
+            match self.domains.first() {
+                Some(d) => d.clone(),
+                None => return,
+            }
+        };
+        let users = &self.users;
+        let Some(auth) = self.auth.get_mut(&realm) else {
+            return;
+        };
+        let had_authz = msg.header_named("Authorization").is_some();
+        let r = self
+            .registrar
+            .handle_register(now, flow.remote.ip(), msg, auth, |u, alg| {
+                let e = users.get(&(realm.clone(), u.to_string()))?;
+                match alg {
+                    Algorithm::Sha256 => e.ha1_sha256.clone(),
+                    Algorithm::Md5 => e.ha1_md5.clone(),
+                }
+            });
+        let code = std::str::from_utf8(r.get(8..11).unwrap_or_default())
+            .ok()
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(500);
+        match code {
+            401 => {
+                self.stats.auth_challenges += 1;
+                if had_authz {
+                    self.stats.auth_failures += 1;
+                }
+            }
+            403 => {
+                self.stats.auth_failures += 1;
+                tracing::warn!(remote = %flow.remote, "REGISTER refused (403: locked out or not own AOR)");
+            }
+            200 => {
+                // Remember the flow of every contact registered, for connection reuse.
+                for h in msg.headers.iter().filter(|h| h.kind == HeaderKind::Contact) {
+                    for item in grammar::split_list(&h.value).unwrap_or_default() {
+                        if let Ok(na) = grammar::name_addr(item) {
+                            if self.flows.len() < MAX_FLOWS {
+                                self.flows.insert(lossy(na.uri.raw), flow);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.respond(now, key, r, code, true);
+    }
+
+    /// Where a URI leads: the flow it registered over, or its address.
+    fn resolve(&self, uri: &str) -> Target {
+        if let Some(f) = self.flows.get(uri) {
+            return Target::Flow(*f);
+        }
+        let Ok(u) = grammar::uri(uri.as_bytes()) else {
+            return Target::Fail(416);
+        };
+        if !u.is_sip() {
+            return Target::Fail(416);
+        }
+        let sips = u.scheme.eq_ignore_ascii_case("sips");
+        let transport = match uri_param(u.raw, "transport")
+            .flatten()
+            .map(|t| t.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("tls") => TransportKind::Tls,
+            Some("tcp") if sips => TransportKind::Tls,
+            Some("tcp") => TransportKind::Tcp,
+            Some("udp") | None if !sips => TransportKind::Udp,
+            None => TransportKind::Tls,
+            _ => return Target::Fail(503),
+        };
+        let Some(ip) = host_ip(u.host) else {
+            // No DNS here: names other than our domains are not routable.
+            return Target::Fail(404);
+        };
+        let port = u.port.unwrap_or(if transport == TransportKind::Tls {
+            5061
+        } else {
+            5060
+        });
+        let Some(local) = self.listener(transport) else {
+            return Target::Fail(503);
+        };
+        Target::Flow(Flow {
+            transport,
+            local,
+            remote: SocketAddr::new(ip, port),
+            conn: None,
+        })
+    }
+
+    /// Forwards a request statefully (RFC 3261 §16.6).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Instant,
+        inbound: Flow,
+        msg: &SipMessage<'_>,
+        server_key: &str,
+        target: &str,
+        out: Flow,
+        popped: usize,
+        record_route: bool,
+        branch: String,
+    ) {
+        let token = self.token(msg.call_id().unwrap_or_default());
+        let mut rr = Vec::new();
+        if record_route {
+            // Double Record-Route when the request changes transport (RFC 5658): the UAS side
+            // first.
+            let mut rr_uri = |f: &Flow| {
+                let t = match f.transport {
+                    TransportKind::Udp => String::new(),
+                    TransportKind::Tcp => ";transport=tcp".into(),
+                    TransportKind::Tls => ";transport=tls".into(),
+                };
+                let host = match f.local.ip() {
+                    IpAddr::V6(a) => format!("[{a}]"),
+                    IpAddr::V4(a) => a.to_string(),
+                };
+                rr.push(format!("<sip:{host}:{}{t};lr;vx={token}>", f.local.port()));
+            };
+            rr_uri(&out);
+            if out.local != inbound.local {
+                rr_uri(&inbound);
+            }
+        }
+        let bytes = build_forwarded(
+            msg,
+            inbound,
+            out,
+            target,
+            &branch,
+            popped,
+            &rr,
+            &self.domains,
+        );
+        let ckey = format!("{branch}|X");
+        let invite = msg.method() == Some("INVITE");
+        if msg.method() == Some("ACK") {
+            self.out.push_back(Transmit { flow: out, bytes });
+            return;
+        }
+        let Ok(tx) = ClientTransaction::new(now, bytes.clone(), out.reliable(), self.timers) else {
+            self.respond_local(now, server_key, 500, &[]);
+            return;
+        };
+        self.client.insert(
+            ckey.clone(),
+            ClientEntry {
+                tx,
+                flow: out,
+                server: Some(server_key.to_string()),
+                request: bytes,
+                invite,
+                provisional: false,
+                cancel_pending: false,
+                final_received: false,
+            },
+        );
+        if let Some(s) = self.server.get_mut(server_key) {
+            s.client = Some(ckey.clone());
+        }
+        self.drain_client(now, &ckey);
+    }
+
+    /// Forwards an ACK (for a 2xx) without a transaction.
+    fn forward_stateless(&mut self, now: Instant, flow: Flow, msg: &SipMessage<'_>) {
+        let Ok((popped, in_dialog)) = self.own_routes(msg) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if !in_dialog {
+            // An ACK outside a dialog we record-routed: nothing to do (not an open relay).
+            self.stats.dropped += 1;
+            return;
+        }
+        let routes = route_values(msg);
+        let StartLine::Request { uri, .. } = msg.start else {
+            return;
+        };
+        let next = if routes.len() > popped {
+            grammar::name_addr(routes[popped])
+                .map(|n| lossy(n.uri.raw))
+                .unwrap_or_default()
+        } else {
+            lossy(uri)
+        };
+        let _ = now;
+        if let Target::Flow(out) = self.resolve(&next) {
+            let branch = self.branch_for(msg);
+            let bytes = build_forwarded(
+                msg,
+                flow,
+                out,
+                &lossy(uri),
+                &branch,
+                popped,
+                &[],
+                &self.domains,
+            );
+            self.out.push_back(Transmit { flow: out, bytes });
+        } else {
+            self.stats.dropped += 1;
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, _flow: Flow, msg: &SipMessage<'_>, bytes: &[u8]) {
+        let vias = msg.vias();
+        let Some(top) = vias.first() else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(branch) = top.branch() else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let is_cancel = msg.cseq().is_some_and(|c| c.method == b"CANCEL");
+        let ckey = format!(
+            "{}|{}",
+            lossy(branch),
+            if is_cancel { "CANCEL" } else { "X" }
+        );
+        if !self.client.contains_key(&ckey) {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(c) = self.client.get_mut(&ckey) {
+            if c.tx.handle_response(now, bytes).is_err() {
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        self.drain_client(now, &ckey);
+    }
+
+    fn client_event(&mut self, now: Instant, ckey: &str, ev: TuEvent) {
+        let Some(c) = self.client.get_mut(ckey) else {
+            return;
+        };
+        let server = c.server.clone();
+        match ev {
+            TuEvent::Response { code, message } => {
+                if code >= 200 {
+                    c.final_received = true;
+                }
+                let mut cancel_now = false;
+                if (101..200).contains(&code) || code == 100 {
+                    if !c.provisional && c.cancel_pending {
+                        cancel_now = true;
+                    }
+                    c.provisional = true;
+                }
+                let invite = c.invite;
+                if cancel_now {
+                    self.send_cancel(now, ckey);
+                }
+                let Some(skey) = server else {
+                    return; // responses to our own CANCEL end here
+                };
+                if code == 100 {
+                    return; // hop by hop
+                }
+                let Some(up) = strip_top_via(&message) else {
+                    return;
+                };
+                if invite && code >= 200 {
+                    self.call_answered(now, &message, code);
+                }
+                self.respond(now, &skey, up, code, false);
+            }
+            TuEvent::Timeout => {
+                if let Some(skey) = server {
+                    let pending = self.server.get(&skey).is_some_and(|s| !s.final_sent);
+                    if pending {
+                        self.respond_local(now, &skey, 408, &[]);
+                    }
+                }
+            }
+            TuEvent::Ack { .. } => {}
+        }
+    }
+
+    fn call_answered(&mut self, _now: Instant, response: &[u8], code: u16) {
+        let Ok(m) = SipMessage::parse(response, Framing::Datagram, &self.limits) else {
+            return;
+        };
+        let call_id = lossy(m.call_id().unwrap_or_default());
+        if !(200..300).contains(&code) {
+            self.calls.remove(&call_id);
+            return;
+        }
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        let encrypted = sdp_security(m.body).is_some_and(|(srtp, _)| srtp);
+        if encrypted {
+            self.stats.calls_encrypted += 1;
+            tracing::info!(call_id = %call_id, caller = %call.caller, callee = %call.callee, "call established, media encrypted (SRTP)");
+        } else {
+            self.stats.calls_unencrypted += 1;
+            if call.policy == EncryptionPolicy::Mandatory {
+                tracing::warn!(call_id = %call_id, caller = %call.caller, callee = %call.callee, "call answered without SRTP under a mandatory policy: the endpoints must refuse it");
+            } else {
+                tracing::info!(call_id = %call_id, caller = %call.caller, callee = %call.callee, "call established UNENCRYPTED");
+            }
+        }
+    }
+}
+
+impl Registrar {
+    /// Whether a contact URI is bound to any AOR.
+    pub fn has_contact(&self, now: Instant, contact: &str) -> bool {
+        self.contacts(now).any(|c| c == contact)
+    }
+}
+
+/// Every Route value, in order.
+fn route_values<'a>(msg: &'a SipMessage<'_>) -> Vec<&'a [u8]> {
+    msg.headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::Route)
+        .filter_map(|h| grammar::split_list(&h.value).ok())
+        .flatten()
+        .collect()
+}
+
+/// The forwarded copy of a request: new Request-URI, our Via on top (branch), the previous
+/// hop's Via with `received`/`rport`, Max-Forwards decremented, our Route values removed,
+/// our Record-Route values added, credentials for our realms removed; everything else as sent.
+#[allow(clippy::too_many_arguments)]
+fn build_forwarded(
+    msg: &SipMessage<'_>,
+    inbound: Flow,
+    out: Flow,
+    target: &str,
+    branch: &str,
+    popped: usize,
+    record_route: &[String],
+    realms: &[String],
+) -> Vec<u8> {
+    let method = msg.method().unwrap_or_default();
+    let mut o = Vec::with_capacity(msg.raw.len() + 256);
+    o.extend_from_slice(format!("{method} {target} SIP/2.0\r\n").as_bytes());
+    let host = match out.local.ip() {
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
+    };
+    o.extend_from_slice(
+        format!(
+            "Via: SIP/2.0/{} {host}:{};branch={branch}\r\n",
+            transport_name(out.transport),
+            out.local.port()
+        )
+        .as_bytes(),
+    );
+    for r in record_route {
+        o.extend_from_slice(format!("Record-Route: {r}\r\n").as_bytes());
+    }
+    let mut first_via = true;
+    let mut routes_done = false;
+    let mut saw_mf = false;
+    for h in &msg.headers {
+        match h.kind {
+            HeaderKind::Via if first_via => {
+                first_via = false;
+                let items = grammar::split_list(&h.value).unwrap_or_default();
+                let Some((top, rest)) = items.split_first() else {
+                    continue;
+                };
+                let mut v = grammar::trim(top).to_vec();
+                if let Ok(p) = grammar::via(top) {
+                    let ip = inbound.remote.ip();
+                    let has = |n: &str| {
+                        p.params
+                            .iter()
+                            .any(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+                    };
+                    if host_ip(p.host) != Some(ip) && !has("received") {
+                        v.extend_from_slice(format!(";received={ip}").as_bytes());
+                    }
+                    if p.params
+                        .iter()
+                        .any(|(k, val)| k.eq_ignore_ascii_case(b"rport") && val.is_none())
+                    {
+                        // RFC 3581: fill in the source port.
+                        let s = lossy(&v);
+                        let filled = fill_rport(&s, inbound.remote.port());
+                        v = filled.into_bytes();
+                    }
+                }
+                o.extend_from_slice(b"Via: ");
+                o.extend_from_slice(&v);
+                for r in rest {
+                    o.extend_from_slice(b", ");
+                    o.extend_from_slice(grammar::trim(r));
+                }
+                o.extend_from_slice(b"\r\n");
+            }
+            HeaderKind::MaxForwards => {
+                saw_mf = true;
+                let n = msg.max_forwards().unwrap_or(70).saturating_sub(1);
+                o.extend_from_slice(format!("Max-Forwards: {n}\r\n").as_bytes());
+            }
+            HeaderKind::Route => {
+                if !routes_done {
+                    routes_done = true;
+                    for r in route_values(msg).into_iter().skip(popped) {
+                        o.extend_from_slice(b"Route: ");
+                        o.extend_from_slice(grammar::trim(r));
+                        o.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            _ if h.name.eq_ignore_ascii_case(b"Proxy-Authorization")
+                && crate::digest::parse_authorization(h.raw_value)
+                    .is_some_and(|c| realms.iter().any(|r| *r == c.realm)) => {}
+            _ => {
+                o.extend_from_slice(h.name);
+                o.extend_from_slice(b": ");
+                o.extend_from_slice(h.raw_value);
+                o.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    if !saw_mf {
+        o.extend_from_slice(b"Max-Forwards: 69\r\n");
+    }
+    o.extend_from_slice(b"\r\n");
+    o.extend_from_slice(msg.body);
+    o
+}
+
+fn fill_rport(via: &str, port: u16) -> String {
+    let mut out = String::with_capacity(via.len() + 8);
+    for (i, part) in via.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        if part.trim().eq_ignore_ascii_case("rport") {
+            out.push_str(&format!("rport={port}"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// A response without its top Via value (the one this proxy added).
+fn strip_top_via(bytes: &[u8]) -> Option<Vec<u8>> {
+    let msg = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default()).ok()?;
+    let first_line_end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let mut o = Vec::with_capacity(bytes.len());
+    o.extend_from_slice(&bytes[..first_line_end + 2]);
+    let mut first = true;
+    for h in &msg.headers {
+        if h.kind == HeaderKind::Via && first {
+            first = false;
+            let items = grammar::split_list(&h.value).ok()?;
+            if items.len() > 1 {
+                o.extend_from_slice(b"Via: ");
+                for (i, r) in items[1..].iter().enumerate() {
+                    if i > 0 {
+                        o.extend_from_slice(b", ");
+                    }
+                    o.extend_from_slice(grammar::trim(r));
+                }
+                o.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        o.extend_from_slice(h.name);
+        o.extend_from_slice(b": ");
+        o.extend_from_slice(h.raw_value);
+        o.extend_from_slice(b"\r\n");
+    }
+    if first {
+        return None;
+    }
+    o.extend_from_slice(b"\r\n");
+    o.extend_from_slice(msg.body);
+    Some(o)
+}
+
+/// RFC 3261 §9.1: the CANCEL for a forwarded INVITE.
+fn build_cancel(invite: &[u8]) -> Option<Vec<u8>> {
+    let req = SipMessage::parse(invite, Framing::Datagram, &ParseLimits::default()).ok()?;
+    let StartLine::Request { uri, .. } = req.start else {
+        return None;
+    };
+    let top_via = req
+        .header(HeaderKind::Via)
+        .and_then(|h| grammar::split_list(&h.value).ok())
+        .and_then(|l| l.first().map(|v| v.to_vec()))?;
+    let cseq = req.cseq()?.number;
+    let get = |k| req.header(k).map(|h| h.raw_value.to_vec());
+    let mut c = Vec::with_capacity(512);
+    c.extend_from_slice(b"CANCEL ");
+    c.extend_from_slice(uri);
+    c.extend_from_slice(b" SIP/2.0\r\nVia: ");
+    c.extend_from_slice(&top_via);
+    for r in req.headers.iter().filter(|h| h.kind == HeaderKind::Route) {
+        c.extend_from_slice(b"\r\nRoute: ");
+        c.extend_from_slice(r.raw_value);
+    }
+    for (name, k) in [
+        ("From", HeaderKind::From),
+        ("To", HeaderKind::To),
+        ("Call-ID", HeaderKind::CallId),
+    ] {
+        c.extend_from_slice(format!("\r\n{name}: ").as_bytes());
+        c.extend_from_slice(&get(k)?);
+    }
+    c.extend_from_slice(
+        format!("\r\nCSeq: {cseq} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_error_response_copies_the_needed_lines() {
+        let req = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1@x\r\nCSeq: 1 INVITE\r\nContent-Length: 99999999999999999999\r\n\r\n";
+        let r = raw_error_response(req, 400).expect("response");
+        let s = String::from_utf8(r).expect("utf8");
+        assert!(s.starts_with("SIP/2.0 400 Bad Request\r\n"));
+        assert!(s.contains("Call-ID: 1@x\r\n"));
+        assert!(raw_error_response(b"SIP/2.0 200 OK\r\n\r\n", 400).is_none());
+        assert!(raw_error_response(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", 400).is_none());
+    }
+
+    #[test]
+    fn rport_is_filled() {
+        assert_eq!(
+            fill_rport("SIP/2.0/UDP 1.2.3.4;rport;branch=z9hG4bKx", 5099),
+            "SIP/2.0/UDP 1.2.3.4;rport=5099;branch=z9hG4bKx"
+        );
+    }
+
+    #[test]
+    fn uri_params_are_read() {
+        let p = uri_params(b"sip:127.0.0.1:5060;transport=tls;lr;vx=ab12");
+        assert_eq!(p[0], ("transport".into(), Some("tls".into())));
+        assert_eq!(p[1], ("lr".into(), None));
+        assert_eq!(uri_param(b"sip:u@h;vx=1?x=y", "vx"), Some(Some("1".into())));
+    }
+}
