@@ -260,7 +260,7 @@ fn raw_error_response(bytes: &[u8], code: u16) -> Option<Vec<u8>> {
             return None;
         }
         if idx != 0 && seen[idx] {
-            return None;
+            continue; // a duplicated header: the first one is the one answered
         }
         seen[idx] = true;
         lines.push(line);
@@ -295,6 +295,29 @@ fn sdp_security(body: &[u8]) -> Option<(bool, bool)> {
         .iter()
         .any(|m| m.attributes("crypto").next().is_some());
     Some((srtp, any_crypto))
+}
+
+/// The SDP offer of a request: `None` without a body, else (SRTP offered, a=crypto present);
+/// a body that is not SDP counts as no SRTP.
+fn offer_of(msg: &SipMessage<'_>) -> Option<(bool, bool)> {
+    if msg.body.is_empty() {
+        return None;
+    }
+    let sdp = msg.header(HeaderKind::ContentType).is_some_and(|h| {
+        lossy(&h.value)
+            .to_ascii_lowercase()
+            .starts_with("application/sdp")
+    });
+    if sdp {
+        // An SDP that does not parse still must not carry keys over a plain hop.
+        let crypto = msg
+            .body
+            .windows(9)
+            .any(|w| w.eq_ignore_ascii_case(b"a=crypto:"));
+        Some(sdp_security(msg.body).unwrap_or((false, crypto)))
+    } else {
+        Some((false, false))
+    }
 }
 
 fn strictest(a: EncryptionPolicy, b: EncryptionPolicy) -> EncryptionPolicy {
@@ -558,16 +581,14 @@ impl ProxyCore {
                 }
             }
         }
-        for n in ["tag"] {
-            if let Some(t) = msg.from().and_then(|f| f.param(n)) {
-                ctx.update(t);
-            }
-            ctx.update(b"\0");
-            if let Some(t) = msg.to().and_then(|f| f.param(n)) {
-                ctx.update(t);
-            }
-            ctx.update(b"\0");
+        if let Some(t) = msg.from().and_then(|f| f.param("tag")) {
+            ctx.update(t);
         }
+        ctx.update(b"\0");
+        if let Some(t) = msg.to().and_then(|f| f.param("tag")) {
+            ctx.update(t);
+        }
+        ctx.update(b"\0");
         ctx.update(msg.call_id().unwrap_or_default());
         ctx.update(b"\0");
         if let Some(c) = msg.cseq() {
@@ -833,9 +854,9 @@ impl ProxyCore {
 
     fn handle_request(&mut self, now: Instant, flow: Flow, msg: &SipMessage<'_>, bytes: &[u8]) {
         let method = msg.method().unwrap_or_default().to_string();
-        let m = if method.len() <= 16 && self.stats.requests.len() < 32 {
-            method.clone()
-        } else if self.stats.requests.contains_key(&method) {
+        // Methods are counted by name, a bounded number of distinct ones.
+        let known = self.stats.requests.contains_key(&method);
+        let m = if known || (method.len() <= 16 && self.stats.requests.len() < 32) {
             method.clone()
         } else {
             "other".to_string()
@@ -1032,6 +1053,11 @@ impl ProxyCore {
             let trying = build_response(msg, 100, Some(&tag), &[], None);
             self.respond(now, &key, trying, 100, true);
         }
+        if method == "BYE" {
+            if let Some(c) = self.calls.remove(&lossy(msg.call_id().unwrap_or_default())) {
+                tracing::info!(caller = %c.caller, callee = %c.callee, secs = now.duration_since(c.started).as_secs(), "call ended");
+            }
+        }
         let (popped, in_dialog) = match self.own_routes(msg) {
             Ok(x) => x,
             Err(()) => {
@@ -1064,11 +1090,6 @@ impl ProxyCore {
             } else {
                 lossy(ruri)
             };
-            if method == "BYE" {
-                if let Some(c) = self.calls.remove(&lossy(msg.call_id().unwrap_or_default())) {
-                    tracing::info!(caller = %c.caller, callee = %c.callee, secs = now.duration_since(c.started).as_secs(), "call ended");
-                }
-            }
             match self.resolve(&next) {
                 Target::Flow(out) => self.forward(
                     now,
@@ -1113,6 +1134,21 @@ impl ProxyCore {
             .and_then(|(d, u)| self.users.get(&(d.clone(), u.clone())))
             .map(|u| u.policy)
             .unwrap_or(EncryptionPolicy::Off);
+        // SDES keys never arrive or leave over a hop that is not TLS.
+        let offer = if method == "INVITE" {
+            offer_of(msg)
+        } else {
+            None
+        };
+        if flow.transport != TransportKind::Tls && offer.is_some_and(|(_, crypto)| crypto) {
+            self.refuse_policy(
+                now,
+                msg,
+                &key,
+                "SDES keys (a=crypto) may travel only over TLS",
+            );
+            return;
+        }
         // Where to: a Route left after ours, or the target of the Request-URI.
         let (target, callee_policy, callee) = if routes.len() > popped {
             let next = grammar::name_addr(routes[popped])
@@ -1156,44 +1192,20 @@ impl ProxyCore {
         // The encryption policy and SDES-over-TLS rule, on the offer.
         let policy = strictest(caller_policy, callee_policy);
         if method == "INVITE" {
-            let ctype = msg
-                .header(HeaderKind::ContentType)
-                .map(|h| lossy(&h.value).to_ascii_lowercase());
-            let sdp = if msg.body.is_empty() {
-                None
-            } else if ctype
-                .as_deref()
-                .is_some_and(|c| c.starts_with("application/sdp"))
-            {
-                sdp_security(msg.body)
-            } else {
-                Some((false, false))
-            };
-            let refuse = |why: &str| -> Option<String> { Some(why.to_string()) };
-            let reason = match (policy, sdp) {
-                (_, Some((_, true)))
-                    if flow.transport != TransportKind::Tls
-                        || out.transport != TransportKind::Tls =>
-                {
-                    refuse("SDES keys (a=crypto) may travel only over TLS")
+            let reason = match (policy, offer) {
+                (_, Some((_, true))) if out.transport != TransportKind::Tls => {
+                    Some("SDES keys (a=crypto) may travel only over TLS")
                 }
                 (EncryptionPolicy::Mandatory, None) => {
-                    refuse("encryption is mandatory: an SDP offer with SRTP is required")
+                    Some("encryption is mandatory: an SDP offer with SRTP is required")
                 }
                 (EncryptionPolicy::Mandatory, Some((false, _))) => {
-                    refuse("encryption is mandatory: the offer must be RTP/SAVP with a=crypto")
+                    Some("encryption is mandatory: the offer must be RTP/SAVP with a=crypto")
                 }
                 _ => None,
             };
             if let Some(why) = reason {
-                self.stats.calls_refused_policy += 1;
-                tracing::warn!(call_id = %lossy(msg.call_id().unwrap_or_default()), reason = %why, "INVITE refused (488)");
-                self.respond_local(
-                    now,
-                    &key,
-                    488,
-                    &[("Warning", format!("399 voxgate \"{why}\""))],
-                );
+                self.refuse_policy(now, msg, &key, why);
                 return;
             }
             if self.calls.len() < MAX_CALLS {
@@ -1235,6 +1247,17 @@ impl ProxyCore {
         };
         let rr = matches!(method, "INVITE" | "SUBSCRIBE" | "REFER");
         self.forward(now, flow, msg, &key, &target_uri, out, popped, rr, branch);
+    }
+
+    fn refuse_policy(&mut self, now: Instant, msg: &SipMessage<'_>, key: &str, why: &str) {
+        self.stats.calls_refused_policy += 1;
+        tracing::warn!(call_id = %lossy(msg.call_id().unwrap_or_default()), reason = %why, "INVITE refused (488)");
+        self.respond_local(
+            now,
+            key,
+            488,
+            &[("Warning", format!("399 voxgate \"{why}\""))],
+        );
     }
 
     /// Digest-authenticates an out-of-dialog request. `Some(Some((domain, user)))`: a local
@@ -1751,7 +1774,7 @@ fn build_forwarded(
             }
             _ if h.name.eq_ignore_ascii_case(b"Proxy-Authorization")
                 && crate::digest::parse_authorization(h.raw_value)
-                    .is_some_and(|c| realms.iter().any(|r| *r == c.realm)) => {}
+                    .is_some_and(|c| realms.contains(&c.realm)) => {}
             _ => {
                 o.extend_from_slice(h.name);
                 o.extend_from_slice(b": ");
