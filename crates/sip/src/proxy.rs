@@ -999,6 +999,9 @@ impl ProxyCore {
             }
             match uri_param(na.uri.raw, "vx") {
                 Some(Some(t)) if t == token => valid = true,
+                // A preloaded route to the proxy (an outbound proxy setting): ours, but it
+                // proves no dialog.
+                None => {}
                 _ => return Err(()),
             }
             n += 1;
