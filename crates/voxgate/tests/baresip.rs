@@ -100,7 +100,7 @@ impl Baresip {
         tone(&wav, tone_hz, 4.0);
         let port = free_port_pair();
         let config = format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_cafile {ca}\nnet_interface lo\n\
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_cafile {ca}\n\
 audio_player aufile,/dev/null\naudio_source aufile,{wav}\naudio_alert aufile,/dev/null\n\
 module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule srtp.so\nmodule sndfile.so\n\
 snd_path {snd}\nmodule_app account.so\nmodule_app menu.so\n",
@@ -120,7 +120,7 @@ snd_path {snd}\nmodule_app account.so\nmodule_app menu.so\n",
         let mut cmd = Command::new("baresip");
         cmd.arg("-f")
             .arg(&bdir)
-            .args(["-n", "lo", "-t", &secs.to_string()]);
+            .args(["-n", "127.0.0.1", "-t", &secs.to_string()]);
         if let Some(d) = dial {
             cmd.args(["-e", &format!("/dial {d}")]);
         }
