@@ -109,6 +109,14 @@ fn sip_parse_corpus() {
 }
 
 #[test]
+fn proxy_input_corpus() {
+    let (stats, n) = replay("proxy_input", fuzz_logic::proxy_input);
+    assert!(n >= 50, "{n} inputs");
+    // Most seeds get an answer (a challenge, a 400, a forwarded request).
+    assert!(stats.ok >= 40, "{stats:?}");
+}
+
+#[test]
 fn srtp_protect_corpus() {
     let (stats, n) = replay("srtp_protect", fuzz_logic::srtp_protect);
     assert!(n >= 20, "{n} inputs");
