@@ -236,13 +236,14 @@ fn raw_error_response(bytes: &[u8], code: u16) -> Option<Vec<u8>> {
     if first.starts_with(b"SIP/") || !first.ends_with(b" SIP/2.0") {
         return None;
     }
-    let head_end = bytes
+    let head_end = bytes[first_end..]
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(bytes.len());
+        .map_or(bytes.len(), |p| p + first_end);
     let mut lines: Vec<&[u8]> = Vec::new();
     let mut seen = [false; 5];
-    for line in bytes[first_end + 2..head_end].split(|b| *b == b'\n') {
+    let headers = bytes.get(first_end + 2..head_end).unwrap_or_default();
+    for line in headers.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
