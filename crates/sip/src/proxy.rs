@@ -120,6 +120,8 @@ struct ClientEntry {
     provisional: bool,
     cancel_pending: bool,
     final_received: bool,
+    /// The last provisional response (Timer C runs from it).
+    proceeding_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +176,9 @@ const HOUSEKEEPING: Duration = Duration::from_secs(30);
 const MAX_FLOWS: usize = 100_000;
 const MAX_CALLS: usize = 100_000;
 const CALL_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+/// RFC 3261 §16.6 step 11, Timer C: an INVITE that rings without an answer for this long is
+/// cancelled (checked at each housekeeping pass, so it fires within 30 s after).
+const TIMER_C: Duration = Duration::from_secs(180);
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -785,6 +790,31 @@ impl ProxyCore {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        let stale: Vec<(String, Option<String>)> = self
+            .client
+            .iter()
+            .filter(|(_, c)| {
+                c.invite
+                    && !c.final_received
+                    && c.proceeding_since
+                        .is_some_and(|t| now.duration_since(t) >= TIMER_C)
+            })
+            .map(|(k, c)| (k.clone(), c.server.clone()))
+            .collect();
+        for (k, server) in stale {
+            tracing::info!(
+                "Timer C: INVITE unanswered for 180 s after a provisional response; cancelling"
+            );
+            if let Some(c) = self.client.get_mut(&k) {
+                c.proceeding_since = None;
+            }
+            self.send_cancel(now, &k);
+            if let Some(s) = server {
+                if self.server.get(&s).is_some_and(|e| !e.final_sent) {
+                    self.respond_local(now, &s, 408, &[]);
+                }
+            }
+        }
         self.registrar.purge(now);
         let reg = &self.registrar;
         let users = &self.users;
@@ -978,6 +1008,7 @@ impl ProxyCore {
                     provisional: false,
                     cancel_pending: false,
                     final_received: false,
+                    proceeding_since: None,
                 },
             );
             self.drain_client(now, &ckey);
@@ -1520,6 +1551,7 @@ impl ProxyCore {
                 provisional: false,
                 cancel_pending: false,
                 final_received: false,
+                proceeding_since: None,
             },
         );
         if let Some(s) = self.server.get_mut(server_key) {
@@ -1614,6 +1646,7 @@ impl ProxyCore {
                         cancel_now = true;
                     }
                     c.provisional = true;
+                    c.proceeding_since = Some(now);
                 }
                 let invite = c.invite;
                 if cancel_now {

@@ -614,3 +614,44 @@ fn malformed_requests_get_400_when_addressable_and_nothing_else_breaks() {
         vec![200]
     );
 }
+
+#[test]
+fn timer_c_cancels_an_invite_that_rings_forever() {
+    let now = Instant::now();
+    let mut p = core("mandatory", false, now);
+    let (a, b) = (tls(7001, 1), tls(7002, 2));
+    register(
+        &mut p,
+        now,
+        b,
+        "bob",
+        "bob-pw",
+        "sip:bob@127.0.0.1:7002;transport=tls",
+    );
+    let out = authenticated_invite(&mut p, now, a, SRTP_SDP);
+    let vias = header(&text(&out[1]), "Via")
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>();
+    let r180 = format!(
+        "SIP/2.0 180 Ringing\r\nVia: {}\r\nVia: {}\r\nFrom: \"Alice\" <sip:alice@a.example>;tag=al1\r\nTo: <sip:bob@a.example>;tag=bo1\r\nCall-ID: call-1@alice\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
+    assert_eq!(feed(&mut p, now, b, &r180).len(), 1);
+    let mut sent = Vec::new();
+    let mut t = now;
+    while t < now + Duration::from_secs(240) {
+        t += Duration::from_secs(5);
+        p.handle_timeout(t);
+        sent.extend(std::iter::from_fn(|| p.poll_transmit()));
+    }
+    assert!(
+        sent.iter()
+            .any(|x| x.flow == b && text(x).starts_with("CANCEL ")),
+        "CANCEL downstream"
+    );
+    assert!(
+        sent.iter().any(|x| x.flow == a && status(x) == 408),
+        "408 upstream"
+    );
+}
