@@ -272,3 +272,198 @@ fn baresip_to_baresip_over_tls_with_mandatory_srtp_through_the_proxy() {
         );
     }
 }
+
+/// Runs `voxgate ua` with `args`; returns the child with stdout lines on a channel.
+struct Ua {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Ua {
+    fn start(dir: &Path, name: &str, args: &[&str]) -> Ua {
+        let log = std::fs::File::create(dir.join(format!("ua-{name}.log"))).unwrap();
+        let mut child = Command::new(common::voxgate())
+            .arg("ua")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start voxgate ua");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Ua {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn expect_line(&mut self, want: &str, within: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                let hit = l == want;
+                self.seen.push(l);
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Waits for the exit; returns (success, the JSON summary line).
+    fn finish(mut self, within: Duration) -> (bool, serde_json::Value) {
+        let t = Instant::now();
+        let ok = loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                break st.success();
+            }
+            if t.elapsed() > within {
+                let _ = self.child.kill();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(l);
+        }
+        let json = self
+            .seen
+            .iter()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or(serde_json::Value::Null);
+        (ok, json)
+    }
+}
+
+fn ua_args<'a>(user: &'a str, pw: &'a Path, proxy: &'a str, ca: &'a Path) -> Vec<&'a str> {
+    vec![
+        "--user",
+        user,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--proxy",
+        proxy,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--encryption",
+        "mandatory",
+        "--json",
+    ]
+}
+
+#[test]
+fn baresip_calls_voxgate_ua_and_voxgate_ua_calls_baresip() {
+    common::require_tool("baresip", "baresip-core");
+    let dir = common::scratch("baresip_ua");
+    make_certs(&dir);
+    let proxy = common::Proxy::start(&dir, &proxy_config());
+    let addr = proxy.addr("tls");
+    let addr_s = addr.to_string();
+    let ca = dir.join("certs/ca.pem");
+    let bob_pw = dir.join("bob.pw");
+    std::fs::write(&bob_pw, "bob-pw\n").unwrap();
+    let alice_pw = dir.join("alice.pw");
+    std::fs::write(&alice_pw, "alice-pw\n").unwrap();
+    let bob_tone = dir.join("bob-tone.wav");
+    tone(&bob_tone, 620.0, 4.0);
+    let alice_tone = dir.join("alice-tone.wav");
+    tone(&alice_tone, 440.0, 4.0);
+
+    // 1. baresip (alice) calls voxgate ua (bob, registered, answering).
+    let bob_rec = dir.join("bob-recv.wav");
+    let mut args = ua_args("bob@a.example", &bob_pw, &addr_s, &ca);
+    args.extend([
+        "--register",
+        "--answer",
+        "--play",
+        bob_tone.to_str().unwrap(),
+        "--record",
+        bob_rec.to_str().unwrap(),
+        "--timeout",
+        "40",
+    ]);
+    let mut bob = Ua::start(&dir, "bob", &args);
+    assert!(
+        bob.expect_line("ready", Duration::from_secs(15)),
+        "ua did not register: {:?}\n{}",
+        bob.seen,
+        proxy.log()
+    );
+    let mut alice = Baresip::start(
+        &dir,
+        "alice",
+        "alice-pw",
+        addr,
+        440.0,
+        10,
+        Some("sip:bob@a.example"),
+    );
+    alice.wait(Duration::from_secs(20));
+    let (ok, summary) = bob.finish(Duration::from_secs(20));
+    assert!(
+        ok,
+        "voxgate ua (callee) failed: {summary}\n{}",
+        std::fs::read_to_string(dir.join("ua-bob.log")).unwrap_or_default()
+    );
+    assert_eq!(summary["encrypted"], true, "{summary}");
+    assert!(alice.log().contains("SRTP is Enabled"), "{}", alice.log());
+    let (share, blocks) = tone_share(&bob_rec, 440.0);
+    eprintln!("ua received from baresip: 440 Hz share {share:.3} over {blocks} blocks");
+    assert!(blocks >= 50 && share > 0.8, "ua got baresip's tone");
+    let wav = alice.received().expect("baresip recorded audio");
+    let (share, blocks) = tone_share(&wav, 620.0);
+    eprintln!("baresip received from ua: 620 Hz share {share:.3} over {blocks} blocks");
+    assert!(blocks >= 50 && share > 0.8, "baresip got the ua's tone");
+
+    // 2. voxgate ua (alice) calls baresip (bob, registered, auto-answer).
+    let mut bob = Baresip::start(&dir, "bob", "bob-pw", addr, 620.0, 25, None);
+    assert!(
+        bob.wait_for("[1 binding]", Duration::from_secs(15)),
+        "baresip did not register:\n{}",
+        bob.log()
+    );
+    let alice_rec = dir.join("alice-recv.wav");
+    let mut args = ua_args("alice@a.example", &alice_pw, &addr_s, &ca);
+    args.extend([
+        "--call",
+        "sip:bob@a.example",
+        "--play",
+        alice_tone.to_str().unwrap(),
+        "--record",
+        alice_rec.to_str().unwrap(),
+        "--duration",
+        "4",
+        "--timeout",
+        "30",
+    ]);
+    let alice = Ua::start(&dir, "alice", &args);
+    let (ok, summary) = alice.finish(Duration::from_secs(35));
+    bob.wait(Duration::from_secs(1));
+    assert!(
+        ok,
+        "voxgate ua (caller) failed: {summary}\n{}",
+        std::fs::read_to_string(dir.join("ua-alice.log")).unwrap_or_default()
+    );
+    assert_eq!(summary["encrypted"], true, "{summary}");
+    let (share, blocks) = tone_share(&alice_rec, 620.0);
+    eprintln!("ua received from baresip: 620 Hz share {share:.3} over {blocks} blocks");
+    assert!(blocks >= 50 && share > 0.8, "ua got baresip's tone");
+    let wav = bob.received().expect("baresip recorded audio");
+    let (share, blocks) = tone_share(&wav, 440.0);
+    eprintln!("baresip received from ua: 440 Hz share {share:.3} over {blocks} blocks");
+    assert!(blocks >= 50 && share > 0.8, "baresip got the ua's tone");
+}
