@@ -130,6 +130,10 @@ pub struct DigestAuth {
     config: DigestConfig,
     secret: Zeroizing<[u8; 32]>,
     nonces: HashMap<String, Instant>,
+    /// Nonces in the order they were issued (some already spent), to forget the oldest in O(1).
+    nonce_order: std::collections::VecDeque<String>,
+    /// Lockouts that started since the last [`DigestAuth::take_lockouts`].
+    new_lockouts: Vec<String>,
     by_source: HashMap<IpAddr, Failures>,
     by_account: HashMap<String, Failures>,
     rng: aws_lc_rs::rand::SystemRandom,
@@ -231,6 +235,8 @@ impl DigestAuth {
             config,
             secret,
             nonces: HashMap::new(),
+            nonce_order: std::collections::VecDeque::new(),
+            new_lockouts: Vec::new(),
             by_source: HashMap::new(),
             by_account: HashMap::new(),
             rng,
@@ -242,25 +248,18 @@ impl DigestAuth {
     }
 
     fn new_nonce(&mut self, now: Instant) -> String {
-        if self.nonces.len() >= self.config.max_nonces {
-            let lifetime = self.config.nonce_lifetime;
-            self.nonces
-                .retain(|_, t| now.duration_since(*t) <= lifetime);
-            if self.nonces.len() >= self.config.max_nonces {
-                if let Some(oldest) = self
-                    .nonces
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.nonces.remove(&oldest);
-                }
+        // Forget the oldest issued nonces beyond the table size (constant time per nonce, so
+        // a flood of unauthenticated requests cannot make each challenge costlier).
+        while self.nonce_order.len() >= self.config.max_nonces.max(1) {
+            if let Some(old) = self.nonce_order.pop_front() {
+                self.nonces.remove(&old);
             }
         }
         let mut raw = [0u8; 24];
         // A failing system RNG leaves zeros; the nonce is still unique per table entry check.
         let _ = self.rng.fill(&mut raw);
         let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        self.nonce_order.push_back(n.clone());
         self.nonces.insert(n.clone(), now);
         n
     }
@@ -288,9 +287,35 @@ impl DigestAuth {
             .is_some_and(|t| now < t)
     }
 
+    /// Lockouts that started since the last call ("source 192.0.2.1", "account alice"), for
+    /// the caller to log once each.
+    pub fn take_lockouts(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_lockouts)
+    }
+
     fn fail(&mut self, now: Instant, source: IpAddr, account: &str) {
+        // Failure records are bounded: beyond the cap, those neither locked nor recent go.
+        const MAX_RECORDS: usize = 65_536;
+        let window = self.config.failure_window;
+        for map_len in [self.by_source.len(), self.by_account.len()] {
+            if map_len >= MAX_RECORDS {
+                let keep = |f: &Failures| {
+                    f.locked_until.is_some_and(|t| now < t) || now.duration_since(f.since) <= window
+                };
+                self.by_source.retain(|_, f| keep(f));
+                self.by_account.retain(|_, f| keep(f));
+                if self.by_account.len() >= MAX_RECORDS {
+                    self.by_account
+                        .retain(|_, f| f.locked_until.is_some_and(|t| now < t));
+                }
+                if self.by_source.len() >= MAX_RECORDS {
+                    self.by_source
+                        .retain(|_, f| f.locked_until.is_some_and(|t| now < t));
+                }
+            }
+        }
         let cfg = &self.config;
-        let bump = |f: &mut Failures, max: u32| {
+        let bump = |f: &mut Failures, max: u32| -> bool {
             if now.duration_since(f.since) > cfg.failure_window {
                 *f = Failures {
                     count: 0,
@@ -300,23 +325,35 @@ impl DigestAuth {
             }
             f.count += 1;
             if f.count >= max {
+                let started = f.locked_until.is_none_or(|t| now >= t);
                 f.locked_until = Some(now + cfg.lockout);
+                return started;
             }
+            false
         };
         let fresh = Failures {
             count: 0,
             since: now,
             locked_until: None,
         };
-        bump(
+        if bump(
             self.by_source.entry(source).or_insert(fresh),
             cfg.max_failures_per_source,
-        );
+        ) {
+            self.new_lockouts.push(format!("source {source}"));
+        }
         let key: String = account.chars().take(128).collect();
-        bump(
+        let printable: String = key
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(64)
+            .collect();
+        if bump(
             self.by_account.entry(key).or_insert(fresh),
             cfg.max_failures_per_account,
-        );
+        ) {
+            self.new_lockouts.push(format!("account {printable:?}"));
+        }
     }
 
     /// Verifies an `Authorization` (or `Proxy-Authorization`) value for a request with this

@@ -238,7 +238,12 @@ fn sent_by(v: &grammar::Via<'_>) -> String {
 fn raw_error_response(bytes: &[u8], code: u16) -> Option<Vec<u8>> {
     let first_end = bytes.windows(2).position(|w| w == b"\r\n")?;
     let first = &bytes[..first_end];
-    if first.starts_with(b"SIP/") || !first.ends_with(b" SIP/2.0") {
+    // A request line (method, URI, version: a wrong version is answered too, with 505); never
+    // a response, and never an ACK (RFC 3261 §17: ACKs are not answered).
+    if first.starts_with(b"SIP/")
+        || first.starts_with(b"ACK ")
+        || first.split(|b| *b == b' ').count() != 3
+    {
         return None;
     }
     let head_end = bytes[first_end..]
@@ -645,6 +650,7 @@ impl ProxyCore {
     }
 
     /// Answers a request without a transaction (the request is not kept).
+    #[allow(clippy::too_many_arguments)]
     fn reply_stateless(
         &mut self,
         flow: Flow,
@@ -653,7 +659,10 @@ impl ProxyCore {
         extra: &[(&str, String)],
     ) {
         let tag = self.token(msg.call_id().unwrap_or_default());
-        let r = build_response(msg, code, Some(&tag), extra, None);
+        let r = patch_via(
+            build_response(msg, code, Some(&tag), extra, None),
+            flow.remote,
+        );
         self.count_local(code);
         self.out.push_back(Transmit { flow, bytes: r });
     }
@@ -687,7 +696,11 @@ impl ProxyCore {
             return;
         };
         let tag = self.token(msg.call_id().unwrap_or_default());
-        let r = build_response(&msg, code, Some(&tag), extra, None);
+        let flow = e.flow;
+        let r = patch_via(
+            build_response(&msg, code, Some(&tag), extra, None),
+            flow.remote,
+        );
         self.respond(now, key, r, code, true);
     }
 
@@ -1085,7 +1098,7 @@ impl ProxyCore {
         }
         if method == "INVITE" {
             let tag = self.token(msg.call_id().unwrap_or_default());
-            let trying = build_response(msg, 100, Some(&tag), &[], None);
+            let trying = patch_via(build_response(msg, 100, Some(&tag), &[], None), flow.remote);
             self.respond(now, &key, trying, 100, true);
         }
         if method == "BYE" {
@@ -1343,6 +1356,9 @@ impl ProxyCore {
                 }
             },
         );
+        for l in auth_lockouts(self.auth.get_mut(&realm)) {
+            tracing::warn!(realm = %realm, who = %l, "locked out after repeated authentication failures");
+        }
         match verdict {
             Verdict::Accepted { user } => {
                 let from_user = msg.from().and_then(|f| f.uri.user.map(lossy));
@@ -1374,7 +1390,7 @@ impl ProxyCore {
             }
             Verdict::LockedOut => {
                 self.stats.lockouts += 1;
-                tracing::warn!(remote = %flow.remote, "locked out: request refused");
+                tracing::debug!(remote = %flow.remote, "locked out: request refused");
                 self.respond_local(now, key, 403, &[]);
                 None
             }
@@ -1421,7 +1437,7 @@ impl ProxyCore {
             }
             403 => {
                 self.stats.auth_failures += 1;
-                tracing::warn!(remote = %flow.remote, "REGISTER refused (403: locked out or not own AOR)");
+                tracing::debug!(remote = %flow.remote, "REGISTER refused (403)");
             }
             200 => {
                 // Remember the flow of every contact registered, for connection reuse.
@@ -1437,6 +1453,10 @@ impl ProxyCore {
             }
             _ => {}
         }
+        for l in auth_lockouts(self.auth.get_mut(&realm)) {
+            tracing::warn!(realm = %realm, who = %l, "locked out after repeated authentication failures");
+        }
+        let r = patch_via(r, flow.remote);
         self.respond(now, key, r, code, true);
     }
 
@@ -1828,6 +1848,70 @@ fn build_forwarded(
     o
 }
 
+fn auth_lockouts(a: Option<&mut DigestAuth>) -> Vec<String> {
+    a.map(|a| a.take_lockouts()).unwrap_or_default()
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 for a response the proxy makes itself: the top Via gets
+/// `received` when its host is not the source address, and a valueless `rport` the port.
+fn patch_via(resp: Vec<u8>, remote: SocketAddr) -> Vec<u8> {
+    let Some(start) = resp.windows(2).position(|w| w == b"\r\n").map(|p| p + 2) else {
+        return resp;
+    };
+    let mut pos = start;
+    while pos < resp.len() {
+        let end = match resp[pos..].windows(2).position(|w| w == b"\r\n") {
+            Some(e) => pos + e,
+            None => return resp,
+        };
+        if end == pos {
+            return resp; // end of headers: no Via
+        }
+        let line = &resp[pos..end];
+        let colon = line.iter().position(|b| *b == b':').unwrap_or(0);
+        let name = grammar::trim(&line[..colon]);
+        if name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v") {
+            let value = &line[colon + 1..];
+            let items = match grammar::split_list(value) {
+                Ok(i) if !i.is_empty() => i,
+                _ => return resp,
+            };
+            let Ok(top) = grammar::via(items[0]) else {
+                return resp;
+            };
+            let has = |n: &str| {
+                top.params
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+            };
+            let mut v = lossy(grammar::trim(items[0]));
+            if top
+                .params
+                .iter()
+                .any(|(k, val)| k.eq_ignore_ascii_case(b"rport") && val.is_none())
+            {
+                v = fill_rport(&v, remote.port());
+            }
+            if host_ip(top.host) != Some(remote.ip()) && !has("received") {
+                v.push_str(&format!(";received={}", remote.ip()));
+            }
+            let mut out = Vec::with_capacity(resp.len() + 32);
+            out.extend_from_slice(&resp[..pos]);
+            out.extend_from_slice(&line[..colon + 1]);
+            out.push(b' ');
+            out.extend_from_slice(v.as_bytes());
+            for r in &items[1..] {
+                out.extend_from_slice(b", ");
+                out.extend_from_slice(grammar::trim(r));
+            }
+            out.extend_from_slice(&resp[end..]);
+            return out;
+        }
+        pos = end + 2;
+    }
+    resp
+}
+
 fn fill_rport(via: &str, port: u16) -> String {
     let mut out = String::with_capacity(via.len() + 8);
     for (i, part) in via.split(';').enumerate() {
@@ -1928,6 +2012,27 @@ mod tests {
         assert!(s.contains("Call-ID: 1@x\r\n"));
         assert!(raw_error_response(b"SIP/2.0 200 OK\r\n\r\n", 400).is_none());
         assert!(raw_error_response(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", 400).is_none());
+    }
+
+    #[test]
+    fn local_responses_get_received_and_rport() {
+        let r = b"SIP/2.0 407 X\r\nFrom: <sip:a@b>;tag=1\r\nVia: SIP/2.0/UDP host.example;rport;branch=z9hG4bK1, SIP/2.0/UDP 1.2.3.4\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let out = String::from_utf8(patch_via(r, "192.0.2.9:5099".parse().unwrap())).unwrap();
+        assert!(out.contains("Via: SIP/2.0/UDP host.example;rport=5099;branch=z9hG4bK1;received=192.0.2.9, SIP/2.0/UDP 1.2.3.4\r\n"), "{out}");
+        let same =
+            b"SIP/2.0 407 X\r\nVia: SIP/2.0/UDP 192.0.2.9:5099;branch=z9hG4bK1\r\n\r\n".to_vec();
+        assert_eq!(
+            patch_via(same.clone(), "192.0.2.9:5099".parse().unwrap()),
+            same
+        );
+    }
+
+    #[test]
+    fn acks_are_never_answered() {
+        let ack = b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP %s%x%n;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1@x\r\nCSeq: 1 ACK\r\n\r\n";
+        assert!(raw_error_response(ack, 400).is_none());
+        let v = b"INVITE sip:a@b aaaaa/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1@x\r\nCSeq: 1 INVITE\r\n\r\n";
+        assert!(raw_error_response(v, 505).is_some());
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct Binding {
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
+    salt: [u8; 16],
     bindings: HashMap<String, Vec<Binding>>,
 }
 
@@ -64,10 +65,25 @@ fn aor_of(uri: &grammar::Uri<'_>) -> Option<String> {
 
 impl Registrar {
     pub fn new(config: RegistrarConfig) -> Self {
+        let mut salt = [0u8; 16];
+        // Without a working system RNG the tags are still unique per Call-ID.
+        let _ =
+            aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut salt);
         Registrar {
             config,
+            salt,
             bindings: HashMap::new(),
         }
+    }
+
+    fn tag_for(&self, call_id: &[u8]) -> String {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(&self.salt);
+        ctx.update(call_id);
+        ctx.finish().as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The live contacts of an address of record (`user@domain`).
@@ -104,7 +120,9 @@ impl Registrar {
         auth: &mut DigestAuth,
         credentials: impl Fn(&str, Algorithm) -> Option<Zeroizing<String>>,
     ) -> Vec<u8> {
-        let tag = "reg";
+        // A To tag unique to this registration (RFC 3261 §19.3), stable across retransmissions.
+        let tag = self.tag_for(req.call_id().unwrap_or_default());
+        let tag = tag.as_str();
         let reply =
             |code: u16, extra: &[(&str, String)]| build_response(req, code, Some(tag), extra, None);
         if req.method() != Some("REGISTER") {

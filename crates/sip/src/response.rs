@@ -63,11 +63,9 @@ pub fn build_response(
             r.extend_from_slice(b"To: ");
             r.extend_from_slice(h.raw_value);
             // Any tag parameter, even a valueless one, counts: a second would not parse.
-            let has_tag = req.to().is_some_and(|t| {
-                t.params
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case(b"tag"))
-            });
+            let has_tag = req
+                .to()
+                .is_some_and(|t| t.params.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"tag")));
             if let (Some(tag), false, true) = (to_tag, has_tag, code > 100) {
                 r.extend_from_slice(format!(";tag={tag}").as_bytes());
             }
