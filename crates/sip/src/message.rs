@@ -438,7 +438,7 @@ impl<'a> SipMessage<'a> {
             let colon = line
                 .iter()
                 .position(|b| *b == b':')
-                .ok_or(ParseError::in_header(ErrorKind::BadHeaderName, off, line))?;
+                .ok_or_else(|| ParseError::in_header(ErrorKind::BadHeaderName, off, line))?;
             let name = grammar::trim(&line[..colon]);
             // header-name HCOLON: a token, then only whitespace before the colon.
             if !grammar::all_token(name) || grammar::is_lws(line[0]) {

@@ -674,6 +674,9 @@ impl ProxyCore {
         };
         if code >= 200 {
             e.final_sent = true;
+            // The request is kept only to answer it; the transaction itself keeps the final
+            // response for retransmissions while it lingers (Timer J/L).
+            e.request = Vec::new();
         }
         if e.tx.send_response(now, bytes).is_err() {
             self.stats.dropped += 1;
@@ -695,10 +698,24 @@ impl ProxyCore {
         let Ok(msg) = SipMessage::parse(&req, Framing::Datagram, &self.limits) else {
             return;
         };
+        self.respond_to(now, key, &msg, code, extra);
+    }
+
+    /// The same with the request already parsed (`msg` is the transaction's request).
+    fn respond_to(
+        &mut self,
+        now: Instant,
+        key: &str,
+        msg: &SipMessage<'_>,
+        code: u16,
+        extra: &[(&str, String)],
+    ) {
+        let Some(flow) = self.server.get(key).map(|e| e.flow) else {
+            return;
+        };
         let tag = self.token(msg.call_id().unwrap_or_default());
-        let flow = e.flow;
         let r = patch_via(
-            build_response(&msg, code, Some(&tag), extra, None),
+            build_response(msg, code, Some(&tag), extra, None),
             flow.remote,
         );
         self.respond(now, key, r, code, true);
@@ -1110,7 +1127,7 @@ impl ProxyCore {
             Ok(x) => x,
             Err(()) => {
                 self.stats.auth_failures += 1;
-                self.respond_local(now, &key, 403, &[]);
+                self.respond_to(now, &key, msg, 403, &[]);
                 return;
             }
         };
@@ -1119,7 +1136,7 @@ impl ProxyCore {
             return;
         };
         let Ok(ruri_p) = grammar::uri(ruri) else {
-            self.respond_local(now, &key, 416, &[]);
+            self.respond_to(now, &key, msg, 416, &[]);
             return;
         };
         let ruri_domain = if ruri_p.is_sip() {
@@ -1150,7 +1167,7 @@ impl ProxyCore {
                     false,
                     branch,
                 ),
-                Target::Fail(code) => self.respond_local(now, &key, code, &[]),
+                Target::Fail(code) => self.respond_to(now, &key, msg, code, &[]),
             }
             return;
         }
@@ -1233,7 +1250,7 @@ impl ProxyCore {
         let out = match target {
             Target::Flow(f) => f,
             Target::Fail(code) => {
-                self.respond_local(now, &key, code, &[]);
+                self.respond_to(now, &key, msg, code, &[]);
                 return;
             }
         };
@@ -1300,9 +1317,10 @@ impl ProxyCore {
     fn refuse_policy(&mut self, now: Instant, msg: &SipMessage<'_>, key: &str, why: &str) {
         self.stats.calls_refused_policy += 1;
         tracing::warn!(call_id = %lossy(msg.call_id().unwrap_or_default()), reason = %why, "INVITE refused (488)");
-        self.respond_local(
+        self.respond_to(
             now,
             key,
+            msg,
             488,
             &[("Warning", format!("399 voxgate \"{why}\""))],
         );
@@ -1367,7 +1385,7 @@ impl ProxyCore {
                 {
                     self.stats.auth_failures += 1;
                     tracing::warn!(%user, remote = %flow.remote, "authenticated user is not the From user");
-                    self.respond_local(now, key, 403, &[]);
+                    self.respond_to(now, key, msg, 403, &[]);
                     return None;
                 }
                 Some(Some((realm, user)))
@@ -1385,13 +1403,13 @@ impl ProxyCore {
                     .unwrap_or_default();
                 let extra: Vec<(&str, String)> =
                     ch.into_iter().map(|c| ("Proxy-Authenticate", c)).collect();
-                self.respond_local(now, key, 407, &extra);
+                self.respond_to(now, key, msg, 407, &extra);
                 None
             }
             Verdict::LockedOut => {
                 self.stats.lockouts += 1;
                 tracing::debug!(remote = %flow.remote, "locked out: request refused");
-                self.respond_local(now, key, 403, &[]);
+                self.respond_to(now, key, msg, 403, &[]);
                 None
             }
         }
@@ -1659,6 +1677,7 @@ impl ProxyCore {
             TuEvent::Response { code, message } => {
                 if code >= 200 {
                     c.final_received = true;
+                    c.request = Vec::new(); // kept only to build a CANCEL
                 }
                 let mut cancel_now = false;
                 if (101..200).contains(&code) || code == 100 {
@@ -1927,17 +1946,37 @@ fn fill_rport(via: &str, port: u16) -> String {
     out
 }
 
-/// A response without its top Via value (the one this proxy added).
+/// A response without its top Via value (the one this proxy added). The response has been
+/// parsed already (it matched a transaction), so the header lines are found by a scan.
 fn strip_top_via(bytes: &[u8]) -> Option<Vec<u8>> {
-    let msg = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default()).ok()?;
-    let first_line_end = bytes.windows(2).position(|w| w == b"\r\n")?;
-    let mut o = Vec::with_capacity(bytes.len());
-    o.extend_from_slice(&bytes[..first_line_end + 2]);
-    let mut first = true;
-    for h in &msg.headers {
-        if h.kind == HeaderKind::Via && first {
-            first = false;
-            let items = grammar::split_list(&h.value).ok()?;
+    let crlf = |from: usize| {
+        bytes
+            .get(from..)?
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| p + from)
+    };
+    let mut pos = crlf(0)? + 2;
+    loop {
+        let mut end = crlf(pos)?;
+        if end == pos {
+            return None; // the header section ended without a Via
+        }
+        // A folded header continues on lines that start with whitespace.
+        while matches!(bytes.get(end + 2), Some(b' ' | b'\t')) {
+            end = crlf(end + 2)?;
+        }
+        let line = &bytes[pos..end];
+        let colon = line.iter().position(|b| *b == b':')?;
+        let name = grammar::trim(&line[..colon]);
+        if name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v") {
+            let value: Vec<u8> = line[colon + 1..]
+                .iter()
+                .map(|b| if *b == b'\r' || *b == b'\n' { b' ' } else { *b })
+                .collect();
+            let items = grammar::split_list(&value).ok()?;
+            let mut o = Vec::with_capacity(bytes.len());
+            o.extend_from_slice(&bytes[..pos]);
             if items.len() > 1 {
                 o.extend_from_slice(b"Via: ");
                 for (i, r) in items[1..].iter().enumerate() {
@@ -1948,19 +1987,11 @@ fn strip_top_via(bytes: &[u8]) -> Option<Vec<u8>> {
                 }
                 o.extend_from_slice(b"\r\n");
             }
-            continue;
+            o.extend_from_slice(&bytes[end + 2..]);
+            return Some(o);
         }
-        o.extend_from_slice(h.name);
-        o.extend_from_slice(b": ");
-        o.extend_from_slice(h.raw_value);
-        o.extend_from_slice(b"\r\n");
+        pos = end + 2;
     }
-    if first {
-        return None;
-    }
-    o.extend_from_slice(b"\r\n");
-    o.extend_from_slice(msg.body);
-    Some(o)
 }
 
 /// RFC 3261 §9.1: the CANCEL for a forwarded INVITE.
@@ -2033,6 +2064,17 @@ mod tests {
         assert!(raw_error_response(ack, 400).is_none());
         let v = b"INVITE sip:a@b aaaaa/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1@x\r\nCSeq: 1 INVITE\r\n\r\n";
         assert!(raw_error_response(v, 505).is_some());
+    }
+
+    #[test]
+    fn top_via_is_stripped() {
+        let r = b"SIP/2.0 200 OK\r\nFrom: <sip:a@b>;tag=1\r\nVia: SIP/2.0/UDP 1.1.1.1;branch=z9hG4bKa, SIP/2.0/UDP 2.2.2.2;branch=z9hG4bKb\r\nVia: SIP/2.0/UDP 3.3.3.3\r\nContent-Length: 2\r\n\r\nab";
+        let out = String::from_utf8(strip_top_via(r).unwrap()).unwrap();
+        assert_eq!(out, "SIP/2.0 200 OK\r\nFrom: <sip:a@b>;tag=1\r\nVia: SIP/2.0/UDP 2.2.2.2;branch=z9hG4bKb\r\nVia: SIP/2.0/UDP 3.3.3.3\r\nContent-Length: 2\r\n\r\nab");
+        let folded = b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP 1.1.1.1;branch=z9hG4bKa\r\n ;received=9.9.9.9\r\nVia: SIP/2.0/UDP 3.3.3.3\r\n\r\n";
+        let out = String::from_utf8(strip_top_via(folded).unwrap()).unwrap();
+        assert_eq!(out, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 3.3.3.3\r\n\r\n");
+        assert!(strip_top_via(b"SIP/2.0 200 OK\r\nTo: <sip:a@b>\r\n\r\n").is_none());
     }
 
     #[test]

@@ -142,12 +142,38 @@ impl Machine {
     }
 }
 
-fn status_of(bytes: &[u8]) -> Result<(u16, SipMessage<'_>), ParseError> {
-    let m = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default())?;
-    match m.start {
-        StartLine::Response { code, .. } => Ok((code, m)),
-        StartLine::Request { .. } => Err(ParseError::new(ErrorKind::BadStartLine, 0)),
+/// The status code of a response, read off its status line (`SIP/2.0 NNN ...`) without
+/// parsing the rest: transactions only need the code, and the messages they see have already
+/// been parsed by their caller (or are the caller's own).
+fn status_of(bytes: &[u8]) -> Result<u16, ParseError> {
+    let bad = || ParseError::new(ErrorKind::BadStartLine, 0);
+    let rest = bytes.strip_prefix(b"SIP/2.0 ").ok_or_else(bad)?;
+    let digits = rest.get(..3).ok_or_else(bad)?;
+    if !digits.iter().all(u8::is_ascii_digit) || rest.get(3).is_some_and(|b| *b != b' ') {
+        return Err(ParseError::new(ErrorKind::BadStatusCode, 8));
     }
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(100..=699).contains(&code) {
+        return Err(ParseError::new(ErrorKind::BadStatusCode, 8));
+    }
+    Ok(code)
+}
+
+/// The method of a request, read off its request line (`METHOD SP Request-URI SP SIP/2.0`).
+fn method_of(bytes: &[u8]) -> Result<&str, ParseError> {
+    let bad = || ParseError::new(ErrorKind::BadStartLine, 0);
+    let end = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or_else(bad)?;
+    let line = &bytes[..end];
+    let sp = line.iter().position(|b| *b == b' ').ok_or_else(bad)?;
+    if sp == 0 || !line.ends_with(b" SIP/2.0") || line.starts_with(b"SIP/") {
+        return Err(bad());
+    }
+    std::str::from_utf8(&line[..sp]).map_err(|_| bad())
 }
 
 /// A client transaction (INVITE or non-INVITE, from the request's method).
@@ -169,13 +195,7 @@ impl ClientTransaction {
         transport: Transport,
         timers: Timers,
     ) -> Result<Self, ParseError> {
-        let invite = {
-            let m = SipMessage::parse(&request, Framing::Datagram, &ParseLimits::default())?;
-            match m.method() {
-                Some(method) => method == "INVITE",
-                None => return Err(ParseError::new(ErrorKind::BadStartLine, 0)),
-            }
-        };
+        let invite = method_of(&request)? == "INVITE";
         let mut t = ClientTransaction {
             request,
             invite,
@@ -213,7 +233,7 @@ impl ClientTransaction {
 
     /// A response matched to this transaction arrived.
     pub fn handle_response(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ParseError> {
-        let (code, resp) = status_of(bytes)?;
+        let code = status_of(bytes)?;
         let tu = Output::Tu(TuEvent::Response {
             code,
             message: bytes.to_vec(),
@@ -241,6 +261,7 @@ impl ClientTransaction {
             }
             (State::Accepted, 200..=299) => self.m.out.push_back(tu),
             (State::Calling | State::Proceeding, 300..=699) if self.invite => {
+                let resp = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default())?;
                 let ack = build_ack(&self.request, &resp)?;
                 self.m.out.push_back(tu);
                 self.m.out.push_back(Output::Transmit(ack.clone()));
@@ -366,11 +387,7 @@ pub struct ServerTransaction {
 
 impl ServerTransaction {
     pub fn new(request: &[u8], transport: Transport, timers: Timers) -> Result<Self, ParseError> {
-        let m = SipMessage::parse(request, Framing::Datagram, &ParseLimits::default())?;
-        let invite = match m.method() {
-            Some(method) => method == "INVITE",
-            None => return Err(ParseError::new(ErrorKind::BadStartLine, 0)),
-        };
+        let invite = method_of(request)? == "INVITE";
         Ok(ServerTransaction {
             invite,
             transport,
@@ -408,7 +425,7 @@ impl ServerTransaction {
 
     /// The TU answers: a provisional or final response to send.
     pub fn send_response(&mut self, now: Instant, response: Vec<u8>) -> Result<(), ParseError> {
-        let (code, _) = status_of(&response)?;
+        let code = status_of(&response)?;
         match (self.m.state, code) {
             (State::Trying | State::Proceeding, 100..=199) => {
                 self.m.state = State::Proceeding;
@@ -449,8 +466,7 @@ impl ServerTransaction {
     /// A request matched to this transaction arrived again (retransmission) or, for INVITE,
     /// its ACK.
     pub fn handle_request(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ParseError> {
-        let m = SipMessage::parse(bytes, Framing::Datagram, &ParseLimits::default())?;
-        let is_ack = m.method() == Some("ACK");
+        let is_ack = method_of(bytes)? == "ACK";
         match (self.m.state, is_ack) {
             (State::Completed, true) if self.invite => {
                 self.m.state = State::Confirmed;

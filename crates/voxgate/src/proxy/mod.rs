@@ -97,8 +97,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the core is single-threaded anyway, and handing every datagram from a
+    // receiving thread to the core's thread cost more (wake-ups, context switches) than the
+    // SIP work itself. Run several proxies (SO_REUSEPORT) to use more cores.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -113,8 +115,7 @@ async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Resul
     for l in &cfg.listeners {
         match l.transport {
             TransportKind::Udp => {
-                let s = UdpSocket::bind(l.address)
-                    .await
+                let s = udp_socket(l.address, cfg.limits.udp_buffer_bytes)
                     .with_context(|| format!("binding udp {}", l.address))?;
                 let local = s.local_addr()?;
                 let s = Arc::new(s);
@@ -283,6 +284,47 @@ fn flush(core: &mut ProxyCore, conns: &mut Connections, udp: &HashMap<SocketAddr
             }
         }
     }
+}
+
+/// A UDP socket with large kernel buffers: SO_RCVBUF/SO_SNDBUF as asked, and where the
+/// kernel's cap (net.core.rmem_max) is lower, SO_RCVBUFFORCE when the process may (root or
+/// CAP_NET_ADMIN). The sizes obtained are logged.
+fn udp_socket(addr: SocketAddr, bytes: usize) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(bytes);
+    let _ = s.set_send_buffer_size(bytes);
+    // Linux reports twice the size set (bookkeeping overhead).
+    if s.recv_buffer_size().unwrap_or(0) < bytes {
+        force_buffer(&s, libc::SO_RCVBUFFORCE, bytes);
+    }
+    if s.send_buffer_size().unwrap_or(0) < bytes {
+        force_buffer(&s, libc::SO_SNDBUFFORCE, bytes);
+    }
+    tracing::info!(
+        %addr,
+        recv = s.recv_buffer_size().unwrap_or(0),
+        send = s.send_buffer_size().unwrap_or(0),
+        "udp socket buffers"
+    );
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+fn force_buffer(s: &socket2::Socket, opt: libc::c_int, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+    let _ = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Keeps the idle-timeout type in one place for the connection module.
