@@ -1183,3 +1183,34 @@ pub fn proxy_input(data: &[u8]) -> Stats {
     let _ = core.render_metrics();
     stats
 }
+
+/// `escrow_wire`: any bytes through the escrow frame decoder (as a stream of frames) and the
+/// session_ID carrier parsers. Checks: no panic; a decoded frame re-encodes to a frame that
+/// decodes to the same message; consumed lengths stay inside the input.
+pub fn escrow_wire(data: &[u8]) -> Stats {
+    use voxgate_escrow::carrier;
+    use voxgate_escrow::wire::Message;
+    let mut stats = Stats::default();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match Message::decode(rest) {
+            Ok((m, n)) => {
+                assert!(n <= rest.len() && n >= 6);
+                let again = m.encode();
+                let (back, n2) = Message::decode(&again).expect("re-encoded frame decodes");
+                assert_eq!(back, m);
+                assert_eq!(n2, again.len());
+                stats.ok += 1;
+                rest = &rest[n..];
+            }
+            Err(_) => {
+                stats.err += 1;
+                break;
+            }
+        }
+    }
+    let _ = carrier::session_id_from_ipv4_options(data);
+    let _ = carrier::ipv4_options_of(data);
+    let _ = carrier::session_id_from_rtp(data, data.first().map_or(1, |b| b & 0x0f));
+    stats
+}

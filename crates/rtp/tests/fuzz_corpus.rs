@@ -109,6 +109,13 @@ fn sip_parse_corpus() {
 }
 
 #[test]
+fn escrow_wire_corpus() {
+    let (stats, n) = replay("escrow_wire", fuzz_logic::escrow_wire);
+    assert!(n >= 7, "{n} inputs");
+    assert!(stats.ok >= 6, "{stats:?}");
+}
+
+#[test]
 fn proxy_input_corpus() {
     let (stats, n) = replay("proxy_input", fuzz_logic::proxy_input);
     assert!(n >= 50, "{n} inputs");
