@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod carrier;
+pub mod gate;
 pub mod seal;
 pub mod server;
 pub mod wire;
