@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cert;
 mod proxy;
+mod spg;
 mod srtp_cmd;
 mod ua;
 
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Registrar, location service and stateful SIP proxy (UDP, TCP, TLS) with digest auth.
     Proxy(proxy::ProxyArgs),
+    /// Service-provider gateway: key escrow server (media relay to come).
+    Spg(spg::SpgArgs),
     /// A small SIP user agent: register, call, answer, hang up; WAV audio as G.711 in SRTP.
     Ua(ua::UaArgs),
     /// SRTP tools: decrypt or encrypt the RTP/RTCP streams of a pcap/pcapng capture.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Srtp { command } => srtp_cmd::run(command),
         Command::Cert { command } => cert::run(command),
         Command::Proxy(args) => proxy::run(args),
+        Command::Spg(args) => spg::run(args),
         Command::Ua(args) => ua::run(args),
     };
     match result {
