@@ -79,6 +79,8 @@ addresses = ["127.0.0.1"]
 public_key = "{}"
 [store]
 sqlite = "spg-keys.db"
+[metrics]
+address = "127.0.0.1:0"
 "#,
         authority.public()
     );
@@ -90,6 +92,7 @@ sqlite = "spg-keys.db"
 struct Spg {
     child: Child,
     addr: SocketAddr,
+    metrics: Option<SocketAddr>,
 }
 
 impl Spg {
@@ -115,6 +118,7 @@ impl Spg {
             }
         });
         let mut addr = None;
+        let mut metrics = None;
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -125,10 +129,14 @@ impl Spg {
             if let Some(a) = line.strip_prefix("listening escrow ") {
                 addr = Some(a.parse().unwrap());
             }
+            if let Some(a) = line.strip_prefix("listening metrics ") {
+                metrics = Some(a.parse().unwrap());
+            }
         }
         Spg {
             child,
             addr: addr.expect("a listening escrow line"),
+            metrics,
         }
     }
 
@@ -340,6 +348,29 @@ async fn escrows_a_key_update_and_stores_it_sealed() {
     let mut store = SqliteStore::open(dir.join("spg-keys.db")).unwrap();
     assert!(store.get(id).unwrap().unwrap().ended_ms.is_some());
     assert!(store.list_live().unwrap().is_empty());
+    // The counters.
+    let m = {
+        let mut c = tokio::net::TcpStream::connect(spg.metrics.expect("metrics listener"))
+            .await
+            .unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut c, &mut out)
+            .await
+            .unwrap();
+        out
+    };
+    for want in [
+        "voxgate_escrow_sessions_escrowed_total 1\n",
+        "voxgate_escrow_rekeys_total 1\n",
+        "voxgate_escrow_sessions_ended_total 1\n",
+        "voxgate_escrow_requests_refused_total{code=\"409\"} 1\n",
+        "voxgate_escrow_sessions_live 0\n",
+    ] {
+        assert!(m.contains(want), "{want:?} not in\n{m}");
+    }
     // No key material in the log.
     let log = std::fs::read_to_string(dir.join("spg.log")).unwrap();
     assert!(log.contains("escrowed"), "{log}");

@@ -19,6 +19,15 @@ pub struct SpgConfig {
     pub gateways: Vec<GatewaySection>,
     pub authority: AuthoritySection,
     pub store: StoreSection,
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: Prometheus text format on `GET /metrics` (plain HTTP: bind it to a management
+/// address).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub address: std::net::SocketAddr,
 }
 
 /// `[escrow]`: the escrow protocol's listener and per-connection limits.
@@ -102,6 +111,7 @@ pub struct Loaded {
     pub gateways: Vec<GatewaySection>,
     pub authority: AuthorityPublicKey,
     pub store: StoreLocation,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -168,6 +178,7 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         gateways: c.gateways,
         authority,
         store,
+        metrics: c.metrics.map(|m| m.address),
     })
 }
 

@@ -67,6 +67,7 @@ pub(crate) struct Escrow {
     /// Registered gateway names (lowercase).
     gateways: HashSet<String>,
     unsaved: VecDeque<StoreOp>,
+    pub metrics: std::sync::Arc<super::metrics::Metrics>,
 }
 
 impl Escrow {
@@ -103,6 +104,7 @@ impl Escrow {
                     .map(|g| g.to_ascii_lowercase())
                     .collect(),
                 unsaved: VecDeque::new(),
+                metrics: Default::default(),
             },
             n,
         ))
@@ -128,6 +130,9 @@ impl Escrow {
                     self.unsaved.pop_front();
                 }
                 Err(e) => {
+                    self.metrics
+                        .store_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(error = %e, owed = self.unsaved.len(), "key store write failed");
                     return false;
                 }
@@ -167,6 +172,12 @@ impl Escrow {
                     generation,
                 } => {
                     self.unsaved.push_back(StoreOp::Seal { session_id });
+                    let c = if generation == 0 {
+                        &self.metrics.escrowed
+                    } else {
+                        &self.metrics.rekeys
+                    };
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(
                         session_id = format_args!("{session_id:#018x}"),
                         %gateway,
@@ -180,15 +191,25 @@ impl Escrow {
                         session_id,
                         ended_ms: now_ms,
                     });
+                    self.metrics
+                        .ended
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(session_id = format_args!("{session_id:#018x}"), %gateway, "session ended");
                 }
                 Event::Refused {
                     gateway,
                     code,
                     reason,
-                } => tracing::info!(%gateway, code, %reason, "request refused"),
+                } => {
+                    self.metrics.refused(code);
+                    tracing::info!(%gateway, code, %reason, "request refused")
+                }
             }
         }
+        self.metrics.live_sessions.store(
+            self.server.sessions().count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !self.flush() {
             return unavailable("key store unavailable");
         }
@@ -309,12 +330,18 @@ fn identify(cfg: &Loaded, der: &[u8], remote: SocketAddr) -> Result<Arc<str>, St
     Ok(Arc::from(g.name.as_str()))
 }
 
+fn refused(m: &super::metrics::Metrics) {
+    m.connections_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Accepts gateways' connections until the listener fails.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     cfg: Arc<Loaded>,
     tx: mpsc::Sender<Request>,
+    metrics: Arc<super::metrics::Metrics>,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.escrow.max_connections));
     loop {
@@ -327,14 +354,16 @@ pub(crate) async fn accept_loop(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused(&metrics);
             tracing::warn!(%remote, "escrow connection refused: connection limit reached");
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, cfg, tx) = (acceptor.clone(), cfg.clone(), tx.clone());
+        let (acceptor, cfg, tx, metrics) =
+            (acceptor.clone(), cfg.clone(), tx.clone(), metrics.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            connection(tcp, remote, acceptor, cfg, tx).await;
+            connection(tcp, remote, acceptor, cfg, tx, metrics).await;
         });
     }
 }
@@ -345,15 +374,18 @@ async fn connection(
     acceptor: TlsAcceptor,
     cfg: Arc<Loaded>,
     tx: mpsc::Sender<Request>,
+    metrics: Arc<super::metrics::Metrics>,
 ) {
     let hs = Duration::from_secs(cfg.escrow.handshake_timeout_secs);
     let mut tls = match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            refused(&metrics);
             tracing::warn!(%remote, error = %e, "escrow connection refused: TLS handshake failed");
             return;
         }
         Err(_) => {
+            refused(&metrics);
             tracing::warn!(%remote, "escrow connection refused: TLS handshake timed out");
             return;
         }
@@ -372,6 +404,7 @@ async fn connection(
     let gateway = match identify(&cfg, &leaf, remote) {
         Ok(g) => g,
         Err(why) => {
+            refused(&metrics);
             tracing::warn!(%remote, "escrow connection refused: {why}");
             let _ = tls.shutdown().await;
             return;

@@ -9,6 +9,7 @@
 
 mod config;
 mod escrow;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +76,7 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
             "live sessions restored without keys: their gateways must rekey"
         );
     }
+    let metrics = escrow.metrics.clone();
     let (tx, rx) = mpsc::channel::<escrow::Request>(1024);
     let core = std::thread::Builder::new()
         .name("spg-escrow".into())
@@ -85,7 +87,7 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let cfg = Arc::new(cfg);
-    let result = rt.block_on(serve(cfg, acceptor, tx));
+    let result = rt.block_on(serve(cfg, acceptor, tx, metrics));
     // Dropping the runtime drops the connections' senders: the escrow thread then ends, and
     // the store is closed after its last write.
     drop(rt);
@@ -99,13 +101,27 @@ async fn serve(
     cfg: Arc<config::Loaded>,
     acceptor: tokio_rustls::TlsAcceptor,
     tx: mpsc::Sender<escrow::Request>,
+    metrics: Arc<metrics::Metrics>,
 ) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(cfg.escrow.listen)
         .await
         .with_context(|| format!("binding escrow.listen {}", cfg.escrow.listen))?;
     let local = listener.local_addr()?;
-    tokio::spawn(escrow::accept_loop(listener, acceptor, cfg.clone(), tx));
+    tokio::spawn(escrow::accept_loop(
+        listener,
+        acceptor,
+        cfg.clone(),
+        tx,
+        metrics.clone(),
+    ));
     println!("listening escrow {local}");
+    if let Some(addr) = cfg.metrics {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics.address {addr}"))?;
+        println!("listening metrics {}", l.local_addr()?);
+        tokio::spawn(metrics::serve(l, metrics));
+    }
     println!("ready");
     use std::io::Write;
     let _ = std::io::stdout().flush();
