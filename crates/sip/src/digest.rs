@@ -35,7 +35,7 @@ impl Algorithm {
         }
     }
 
-    fn from_name(s: &[u8]) -> Option<Self> {
+    pub(crate) fn from_name(s: &[u8]) -> Option<Self> {
         if s.eq_ignore_ascii_case(b"SHA-256") {
             Some(Algorithm::Sha256)
         } else if s.eq_ignore_ascii_case(b"MD5") {
@@ -184,24 +184,49 @@ fn unquote(v: &[u8]) -> Option<String> {
     String::from_utf8(s).ok()
 }
 
+/// Why a `Digest k=v, ...` value could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamsError {
+    /// Another scheme (or none).
+    NotDigest,
+    Malformed,
+}
+
+/// The parameters of a `Digest k=v, k="v", ...` value (challenge or credentials, RFC 7616
+/// §3.3/§3.4): names lower-cased, values unquoted. A duplicated or empty parameter is
+/// malformed.
+pub(crate) fn digest_params(value: &[u8]) -> Result<Vec<(Vec<u8>, String)>, ParamsError> {
+    let v = grammar::trim(value);
+    let scheme_len = v.iter().take_while(|b| grammar::is_token(**b)).count();
+    if !v[..scheme_len].eq_ignore_ascii_case(b"Digest") {
+        return Err(ParamsError::NotDigest);
+    }
+    let rest = &v[scheme_len..];
+    if rest.first().is_none_or(|b| !grammar::is_lws(*b)) {
+        return Err(ParamsError::Malformed);
+    }
+    let mut out: Vec<(Vec<u8>, String)> = Vec::new();
+    for item in grammar::split_list(rest).map_err(|_| ParamsError::Malformed)? {
+        let eq = item
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or(ParamsError::Malformed)?;
+        let name = grammar::trim(&item[..eq]).to_ascii_lowercase();
+        let val = grammar::trim(&item[eq + 1..]);
+        if !grammar::all_token(&name) || val.is_empty() || out.iter().any(|(n, _)| *n == name) {
+            return Err(ParamsError::Malformed);
+        }
+        let s = unquote(val).ok_or(ParamsError::Malformed)?;
+        out.push((name, s));
+    }
+    Ok(out)
+}
+
 /// Parses `Digest k=v, k="v", ...` (RFC 7616 §3.4). Duplicated parameters, a scheme other than
 /// Digest or missing required fields are errors.
 pub fn parse_authorization(value: &[u8]) -> Option<Credentials> {
-    let v = grammar::trim(value);
-    if v.len() < 7 || !v[..6].eq_ignore_ascii_case(b"Digest") || !grammar::is_lws(v[6]) {
-        return None;
-    }
     let mut c = Credentials::default();
-    let mut seen: Vec<Vec<u8>> = Vec::new();
-    for item in grammar::split_list(&v[7..]).ok()? {
-        let eq = item.iter().position(|b| *b == b'=')?;
-        let name = grammar::trim(&item[..eq]).to_ascii_lowercase();
-        let val = grammar::trim(&item[eq + 1..]);
-        if !grammar::all_token(&name) || seen.contains(&name) || val.is_empty() {
-            return None;
-        }
-        seen.push(name.clone());
-        let s = unquote(val)?;
+    for (name, s) in digest_params(value).ok()? {
         match &name[..] {
             b"username" => c.username = s,
             b"realm" => c.realm = s,

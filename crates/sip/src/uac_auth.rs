@@ -6,8 +6,7 @@
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::digest::{ha1, response, Algorithm};
-use crate::grammar;
+use crate::digest::{digest_params, ha1, response, Algorithm, ParamsError};
 use crate::message::SipMessage;
 
 /// Why no authorization could be built.
@@ -46,54 +45,15 @@ pub struct Challenge {
     pub stale: bool,
 }
 
-fn unquote(v: &[u8]) -> Option<String> {
-    let s = if v.first() == Some(&b'"') {
-        if grammar::quoted_len(v).ok()? != v.len() {
-            return None;
-        }
-        let inner = &v[1..v.len() - 1];
-        let mut out = Vec::with_capacity(inner.len());
-        let mut i = 0;
-        while i < inner.len() {
-            if inner[i] == b'\\' && i + 1 < inner.len() {
-                i += 1;
-            }
-            out.push(inner[i]);
-            i += 1;
-        }
-        out
-    } else {
-        v.to_vec()
-    };
-    String::from_utf8(s).ok()
-}
-
 /// Parses one `Digest realm=..., nonce=..., ...` challenge (RFC 7616 §3.3).
 pub fn parse_challenge(value: &[u8]) -> Result<Challenge, AuthError> {
-    let v = grammar::trim(value);
-    let scheme_len = v.iter().take_while(|b| grammar::is_token(**b)).count();
-    if !v[..scheme_len].eq_ignore_ascii_case(b"Digest") {
-        return Err(AuthError::NotDigest);
-    }
-    let rest = &v[scheme_len..];
-    if rest.first().is_none_or(|b| !grammar::is_lws(*b)) {
-        return Err(AuthError::Malformed);
-    }
+    let params = digest_params(value).map_err(|e| match e {
+        ParamsError::NotDigest => AuthError::NotDigest,
+        ParamsError::Malformed => AuthError::Malformed,
+    })?;
     let (mut realm, mut nonce, mut algorithm, mut qop, mut opaque, mut stale) =
         (None, None, None, None, None, false);
-    let mut seen: Vec<Vec<u8>> = Vec::new();
-    for item in grammar::split_list(rest).map_err(|_| AuthError::Malformed)? {
-        let eq = item
-            .iter()
-            .position(|b| *b == b'=')
-            .ok_or(AuthError::Malformed)?;
-        let name = grammar::trim(&item[..eq]).to_ascii_lowercase();
-        let val = grammar::trim(&item[eq + 1..]);
-        if !grammar::all_token(&name) || seen.contains(&name) {
-            return Err(AuthError::Malformed);
-        }
-        seen.push(name.clone());
-        let s = unquote(val).ok_or(AuthError::Malformed)?;
+    for (name, s) in params {
         match &name[..] {
             b"realm" => realm = Some(s),
             b"nonce" => nonce = Some(s),
@@ -107,17 +67,18 @@ pub fn parse_challenge(value: &[u8]) -> Result<Challenge, AuthError> {
     let algorithm = match algorithm.as_deref() {
         // RFC 7616 §3.3: absent means MD5.
         None => Algorithm::Md5,
-        Some(a) if a.eq_ignore_ascii_case("SHA-256") => Algorithm::Sha256,
-        Some(a) if a.eq_ignore_ascii_case("MD5") => Algorithm::Md5,
-        Some(a) => {
-            // Shown in errors: at most 32 printable characters.
-            let shown: String = a
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(32)
-                .collect();
-            return Err(AuthError::UnsupportedAlgorithm(shown));
-        }
+        Some(a) => match Algorithm::from_name(a.as_bytes()) {
+            Some(alg) => alg,
+            None => {
+                // Shown in errors: at most 32 printable characters.
+                let shown: String = a
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(32)
+                    .collect();
+                return Err(AuthError::UnsupportedAlgorithm(shown));
+            }
+        },
     };
     let qop = match qop {
         None => Qop::None,
