@@ -16,14 +16,15 @@
 //! still be credited to the case it answers.
 
 mod common;
+#[path = "../../../tests/fixtures/protos/cases.rs"]
+mod protos_cases;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const UDP_MAX: usize = 65_507;
+use protos_cases::{cases, groups, split_case};
+
 /// How long to wait for the first answer to a case before going on. A late answer is still
 /// credited to its case (by the `pcx<case>` marker) when it arrives during a later wait.
 const ANSWER_WAIT: Duration = Duration::from_millis(25);
@@ -51,84 +52,6 @@ encryption = "off"
   password = "s3cret-Pa55"
 "#;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/protos")
-}
-
-/// The cases of the archive, by number.
-fn cases() -> BTreeMap<usize, Vec<u8>> {
-    let xz = std::fs::read(fixtures().join("protos-c07-sip.tar.xz")).expect("PROTOS archive");
-    let mut tar_bytes = Vec::new();
-    lzma_rs::xz_decompress(&mut &xz[..], &mut tar_bytes).expect("xz");
-    let mut out = BTreeMap::new();
-    let mut ar = tar::Archive::new(&tar_bytes[..]);
-    for entry in ar.entries().expect("tar") {
-        let mut e = entry.expect("tar entry");
-        let path = e.path().expect("tar path").into_owned();
-        if let Some(n) = path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .and_then(|f| f.parse::<usize>().ok())
-        {
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).expect("tar read");
-            out.insert(n, data);
-        }
-    }
-    out
-}
-
-/// (name, first case, number of cases) from protos-groups.tsv.
-fn groups() -> Vec<(String, usize, usize)> {
-    let text = std::fs::read_to_string(fixtures().join("protos-groups.tsv")).expect("groups");
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (
-                f[0].to_string(),
-                f[1].parse().expect("first case"),
-                f[2].parse().expect("case count"),
-            )
-        })
-        .collect()
-}
-
-/// Splits `<len> <bytes><len> <bytes>` into the messages (the INVITE, then the teardown).
-fn split_case(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while let Some(sp) = rest.iter().position(|b| *b == b' ') {
-        let Some(len) = std::str::from_utf8(&rest[..sp])
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-        else {
-            break;
-        };
-        let body = &rest[sp + 1..];
-        let take = len.min(body.len());
-        out.push(&body[..take]);
-        rest = &body[take..];
-    }
-    out
-}
-
-fn replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 /// Fills the placeholders (Content-Length last, from the filled body) and cuts the message at
 /// the UDP limit, as the original PROTOS tool did.
 fn fill(msg: &[u8], case: usize, proxy: SocketAddr, me: SocketAddr) -> Vec<u8> {
@@ -137,27 +60,20 @@ fn fill(msg: &[u8], case: usize, proxy: SocketAddr, me: SocketAddr) -> Vec<u8> {
     let from = format!("protos@{me}");
     let ip = me.ip().to_string();
     let port = me.port().to_string();
-    let mut m = msg.to_vec();
-    for (k, v) in [
-        (&b"<To>"[..], to.as_bytes()),
-        (b"<From>", from.as_bytes()),
-        (b"<From-Address>", ip.as_bytes()),
-        (b"<From-IP>", ip.as_bytes()),
-        (b"<Local-Port>", port.as_bytes()),
-        (b"<Branch-ID>", marker.as_bytes()),
-        (b"<Call-ID>", marker.as_bytes()),
-        (b"<CSeq>", b"1"),
-        (b"<Teardown-Method>", b"ACK"),
-    ] {
-        m = replace(&m, k, v);
-    }
-    let body_len = m
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(0, |p| m.len() - p - 4);
-    m = replace(&m, b"<Content-Length>", body_len.to_string().as_bytes());
-    m.truncate(UDP_MAX);
-    m
+    protos_cases::fill(
+        msg,
+        &[
+            (b"<To>", to.as_bytes()),
+            (b"<From>", from.as_bytes()),
+            (b"<From-Address>", ip.as_bytes()),
+            (b"<From-IP>", ip.as_bytes()),
+            (b"<Local-Port>", port.as_bytes()),
+            (b"<Branch-ID>", marker.as_bytes()),
+            (b"<Call-ID>", marker.as_bytes()),
+            (b"<CSeq>", b"1"),
+            (b"<Teardown-Method>", b"ACK"),
+        ],
+    )
 }
 
 /// The status code of a response, `None` for anything else.
