@@ -49,6 +49,31 @@ use voxgate_escrow::seal::SealError;
 /// Version of the schema this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// The columns of `session_key`, in the order the backends read them.
+pub(crate) const COLUMNS: &str =
+    "session_id, generation, gateway, call_id, created_ms, ended_ms, sealed, tuples";
+
+/// The schema, the same for both backends but for the name of the byte-string type
+/// (`BLOB` in SQLite, `BYTEA` in PostgreSQL).
+pub(crate) fn schema_sql(bytes_type: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS keystore_schema (version BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS session_key (
+    session_id BIGINT NOT NULL,
+    generation BIGINT NOT NULL,
+    gateway    TEXT   NOT NULL,
+    call_id    TEXT   NOT NULL,
+    created_ms BIGINT NOT NULL,
+    ended_ms   BIGINT,
+    sealed     {bytes_type} NOT NULL,
+    tuples     {bytes_type} NOT NULL,
+    PRIMARY KEY (session_id, generation)
+);
+CREATE INDEX IF NOT EXISTS session_key_ended ON session_key (ended_ms);
+"
+    )
+}
+
 /// One generation of one escrowed session, as stored. Nothing secret in clear: the key
 /// material is only inside `sealed`.
 #[derive(Debug, Clone, PartialEq, Eq)]

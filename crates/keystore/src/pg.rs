@@ -4,28 +4,9 @@
 use postgres::{Client, NoTls, Row};
 
 use crate::{
-    check_record, id_to_db, ms_to_db, KeyStore, RawRow, StoreError, StoredSession, MAX_MS,
-    SCHEMA_VERSION,
+    check_record, id_to_db, ms_to_db, schema_sql, KeyStore, RawRow, StoreError, StoredSession,
+    COLUMNS, MAX_MS, SCHEMA_VERSION,
 };
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keystore_schema (version BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS session_key (
-    session_id BIGINT NOT NULL,
-    generation BIGINT NOT NULL,
-    gateway    TEXT   NOT NULL,
-    call_id    TEXT   NOT NULL,
-    created_ms BIGINT NOT NULL,
-    ended_ms   BIGINT,
-    sealed     BYTEA  NOT NULL,
-    tuples     BYTEA  NOT NULL,
-    PRIMARY KEY (session_id, generation)
-);
-CREATE INDEX IF NOT EXISTS session_key_ended ON session_key (ended_ms);
-";
-
-const COLUMNS: &str =
-    "session_id, generation, gateway, call_id, created_ms, ended_ms, sealed, tuples";
 
 /// Serialises schema creation between nodes starting at once (`pg_advisory_xact_lock` key).
 const MIGRATION_LOCK: i64 = 0x766f_7867_6b73_0001; // "voxgks" 1
@@ -105,7 +86,7 @@ impl PgStore {
         }
         let mut tx = self.client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        tx.batch_execute(SCHEMA)?;
+        tx.batch_execute(&schema_sql("BYTEA"))?;
         let found: Option<i64> = tx
             .query_one("SELECT max(version) FROM keystore_schema", &[])?
             .get(0);

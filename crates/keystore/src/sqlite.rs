@@ -9,28 +9,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::{
-    check_record, id_to_db, ms_to_db, KeyStore, RawRow, StoreError, StoredSession, MAX_MS,
-    SCHEMA_VERSION,
+    check_record, id_to_db, ms_to_db, schema_sql, KeyStore, RawRow, StoreError, StoredSession,
+    COLUMNS, MAX_MS, SCHEMA_VERSION,
 };
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keystore_schema (version BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS session_key (
-    session_id BIGINT NOT NULL,
-    generation BIGINT NOT NULL,
-    gateway    TEXT   NOT NULL,
-    call_id    TEXT   NOT NULL,
-    created_ms BIGINT NOT NULL,
-    ended_ms   BIGINT,
-    sealed     BLOB   NOT NULL,
-    tuples     BLOB   NOT NULL,
-    PRIMARY KEY (session_id, generation)
-);
-CREATE INDEX IF NOT EXISTS session_key_ended ON session_key (ended_ms);
-";
-
-const COLUMNS: &str =
-    "session_id, generation, gateway, call_id, created_ms, ended_ms, sealed, tuples";
 
 /// The `session_key` table in a SQLite file.
 #[derive(Debug)]
@@ -94,7 +75,7 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(&schema_sql("BLOB"))?;
         let found: Option<i64> = tx
             .query_row("SELECT max(version) FROM keystore_schema", [], |r| r.get(0))
             .optional()?
