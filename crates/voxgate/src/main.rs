@@ -8,6 +8,7 @@ mod cert;
 mod proxy;
 mod spg;
 mod srtp_cmd;
+mod tls;
 mod ua;
 
 #[derive(Debug, Parser)]

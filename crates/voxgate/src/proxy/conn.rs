@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -19,26 +19,12 @@ use voxgate_sip::proxy::Flow;
 use voxgate_sip::ErrorKind;
 
 use super::{secs, Event};
+use crate::tls::{load_certs, load_key, load_roots, provider};
 
 /// The TLS server side, and the client side for outbound connections when a CA is known.
 pub(crate) struct TlsConfigs {
     pub acceptor: TlsAcceptor,
     pub connector: Option<TlsConnector>,
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn load_certs(p: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &data[..])
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: not PEM certificates", p.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("{}: no certificate in it", p.display());
-    }
-    Ok(certs)
 }
 
 /// Loads the server certificate and key, and the CA for client certificates and outbound
@@ -49,21 +35,14 @@ pub(crate) fn tls_configs(
     client_ca: Option<&Path>,
 ) -> anyhow::Result<TlsConfigs> {
     let chain = load_certs(cert)?;
-    let key_pem = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .with_context(|| format!("{}: not a PEM private key", key.display()))?
-        .with_context(|| format!("{}: no private key in it", key.display()))?;
+    let key = load_key(key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?;
     let mut roots = rustls::RootCertStore::empty();
     let server = match client_ca {
         Some(ca) => {
-            for c in load_certs(ca)? {
-                roots
-                    .add(c)
-                    .with_context(|| format!("{}: bad CA certificate", ca.display()))?;
-            }
+            roots = load_roots(ca)?;
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots.clone()),
                 provider(),

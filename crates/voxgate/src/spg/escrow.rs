@@ -19,12 +19,10 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -36,6 +34,7 @@ use voxgate_keystore::{seal_session, KeyStore, StoredSession};
 use zeroize::Zeroizing;
 
 use super::config::Loaded;
+use crate::tls::{load_certs, load_key, load_roots, provider};
 
 /// The wall clock in ms since 1970 (the escrow protocol's `time_ms`).
 pub(crate) fn wall_ms() -> u64 {
@@ -234,39 +233,12 @@ pub(crate) fn run_escrow(mut escrow: Escrow, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn load_certs(p: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &data[..])
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: not PEM certificates", p.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("{}: no certificate in it", p.display());
-    }
-    Ok(certs)
-}
-
 /// The TLS server side: the SPG's certificate, client certificates REQUIRED and verified
 /// against `client_ca` (no unauthenticated clients).
 pub(crate) fn tls_acceptor(cfg: &Loaded) -> anyhow::Result<TlsAcceptor> {
     let chain = load_certs(&cfg.cert).context("tls.cert")?;
-    let key_pem = std::fs::read(&cfg.key)
-        .with_context(|| format!("tls.key: reading {}", cfg.key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .with_context(|| format!("tls.key: {} is not a PEM private key", cfg.key.display()))?
-        .with_context(|| format!("tls.key: no private key in {}", cfg.key.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in load_certs(&cfg.client_ca).context("tls.client_ca")? {
-        roots.add(c).with_context(|| {
-            format!(
-                "tls.client_ca: bad CA certificate in {}",
-                cfg.client_ca.display()
-            )
-        })?;
-    }
+    let key = load_key(&cfg.key).context("tls.key")?;
+    let roots = load_roots(&cfg.client_ca).context("tls.client_ca")?;
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use anyhow::{Context, Result};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::tls::{load_certs, load_key, load_roots, provider};
 use voxgate_sip::{ErrorKind, Framing, ParseLimits, SipMessage};
 
 use super::sip_ua::{FlowId, TransportKind};
@@ -50,36 +52,9 @@ pub fn next_flow_id() -> FlowId {
     FlowId(NEXT_FLOW.fetch_add(1, Ordering::Relaxed))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn load_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let data = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-    let certs = rustls_pemfile::certs(&mut &data[..])
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .with_context(|| format!("{}: malformed PEM", p.display()))?;
-    if certs.is_empty() {
-        bail!("{}: no certificate in the file", p.display());
-    }
-    Ok(certs)
-}
-
-fn load_key(p: &Path) -> Result<PrivateKeyDer<'static>> {
-    let data = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-    rustls_pemfile::private_key(&mut &data[..])
-        .with_context(|| format!("{}: malformed PEM", p.display()))?
-        .with_context(|| format!("{}: no private key in the file", p.display()))
-}
-
 /// The TLS client configuration: trust `ca`, present `cert`/`key` if given.
 pub fn client_config(ca: &Path, cert: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    for c in load_certs(ca)? {
-        roots
-            .add(c)
-            .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
-    }
+    let roots = load_roots(ca)?;
     let b = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
