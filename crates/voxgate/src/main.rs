@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod cert;
+mod metrics_http;
 mod proxy;
 mod spg;
 mod srtp_cmd;

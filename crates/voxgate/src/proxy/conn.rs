@@ -11,7 +11,7 @@ use anyhow::Context;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use voxgate_sip::config::{Limits, TransportKind};
 use voxgate_sip::message::{Framing, ParseLimits, SipMessage};
@@ -454,47 +454,5 @@ impl Connections {
             self.outbound_total,
             self.limits.refused.load(Ordering::Relaxed)
         )
-    }
-}
-
-/// A minimal HTTP endpoint: `GET /metrics` answers the Prometheus text; anything else 404.
-pub(crate) async fn metrics_loop(listener: TcpListener, tx: mpsc::Sender<Event>) {
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut req = Vec::new();
-            let mut tmp = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&tmp[..n]),
-                    }
-                }
-            });
-            if read.await.is_err() {
-                return;
-            }
-            let (status, body) = if req.starts_with(b"GET /metrics ") {
-                let (otx, orx) = oneshot::channel();
-                if tx.send(Event::Metrics(otx)).await.is_err() {
-                    return;
-                }
-                match orx.await {
-                    Ok(b) => ("200 OK", b),
-                    Err(_) => return,
-                }
-            } else {
-                ("404 Not Found", "not found\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
     }
 }

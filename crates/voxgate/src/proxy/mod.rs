@@ -179,7 +179,15 @@ async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Resul
             .await
             .with_context(|| format!("binding the metrics endpoint {}", m.address))?;
         metrics_addr = Some(l.local_addr()?);
-        tokio::spawn(conn::metrics_loop(l, tx.clone()));
+        let tx = tx.clone();
+        tokio::spawn(crate::metrics_http::serve(l, move || {
+            let tx = tx.clone();
+            async move {
+                let (otx, orx) = oneshot::channel();
+                tx.send(Event::Metrics(otx)).await.ok()?;
+                orx.await.ok()
+            }
+        }));
     }
     let mut core =
         ProxyCore::new(&cfg, bound.clone(), Instant::now()).context("starting the proxy core")?;

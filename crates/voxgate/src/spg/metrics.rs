@@ -2,11 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -83,40 +79,5 @@ impl Metrics {
             ));
         }
         s
-    }
-}
-
-/// A minimal HTTP endpoint: `GET /metrics`, anything else 404.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut req = Vec::new();
-            let mut tmp = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&tmp[..n]),
-                    }
-                }
-            });
-            if read.await.is_err() {
-                return;
-            }
-            let (status, body) = if req.starts_with(b"GET /metrics ") {
-                ("200 OK", metrics.render())
-            } else {
-                ("404 Not Found", "not found\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
     }
 }

@@ -120,7 +120,10 @@ async fn serve(
             .await
             .with_context(|| format!("binding metrics.address {addr}"))?;
         println!("listening metrics {}", l.local_addr()?);
-        tokio::spawn(metrics::serve(l, metrics));
+        tokio::spawn(crate::metrics_http::serve(l, move || {
+            let m = metrics.clone();
+            async move { Some(m.render()) }
+        }));
     }
     println!("ready");
     use std::io::Write;
