@@ -172,13 +172,45 @@ pub struct ProxyConfig {
     #[serde(rename = "listen")]
     pub listeners: Vec<Listen>,
     pub tls: Option<Tls>,
-    #[serde(rename = "domain")]
+    #[serde(rename = "domain", default)]
     pub domains: Vec<Domain>,
+    /// Static routes for domains that are not ours (a peer provider, a gateway, an upstream).
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
+    /// Trunks: peers whose out-of-dialog requests are not digest-challenged, identified by
+    /// their source address (and, over TLS, by the certificate the transport verified).
+    #[serde(rename = "trusted", default)]
+    pub trusted: Vec<Trusted>,
     #[serde(default)]
     pub auth: Auth,
     #[serde(default)]
     pub limits: Limits,
     pub metrics: Option<Metrics>,
+}
+
+/// `[[route]]`: requests whose Request-URI is in `domain` (not one of ours) go to `next_hop`,
+/// with the Request-URI unchanged. `domain = "*"` matches every domain that is not ours and
+/// has no route of its own (a default route, e.g. a voice gateway's provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub domain: String,
+    /// A sip: or sips: URI with an IP address, e.g. `sip:192.0.2.1:5061;transport=tls`.
+    pub next_hop: String,
+    /// The encryption policy calls to this domain must meet (default: off, i.e. only the
+    /// caller's own policy applies).
+    pub encryption: Option<PolicyName>,
+}
+
+/// `[[trusted]]`: a trunk. Its out-of-dialog requests are routed without a digest challenge,
+/// but only for callers (From) in `domains` (`"*"`: any domain that is not ours).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trusted {
+    /// A name for logs and for the SPG's party check (e.g. the gateway's certificate name).
+    pub name: String,
+    pub addresses: Vec<std::net::IpAddr>,
+    pub domains: Vec<String>,
 }
 
 /// Prometheus text-format metrics over plain HTTP (`GET /metrics`).
@@ -260,8 +292,93 @@ impl ProxyConfig {
             .iter()
             .filter(|l| l.transport != TransportKind::Tls)
             .collect();
-        if self.domains.is_empty() {
-            return Err(invalid("domain", "at least one domain is needed"));
+        if self.domains.is_empty() && self.routes.is_empty() {
+            return Err(invalid(
+                "domain",
+                "at least one domain (or, for a routing-only proxy, one route) is needed",
+            ));
+        }
+        let domain_ok = |d: &str| {
+            !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        };
+        let mut routed: Vec<String> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = format!("route[{i}]");
+            let d = r.domain.to_ascii_lowercase();
+            if d != "*" && !domain_ok(&d) {
+                return Err(invalid(
+                    format!("{key}.domain"),
+                    "not a domain name or \"*\"",
+                ));
+            }
+            if self.domains.iter().any(|x| x.name.eq_ignore_ascii_case(&d)) {
+                return Err(invalid(
+                    format!("{key}.domain"),
+                    format!("{d} is one of our own domains"),
+                ));
+            }
+            if routed.contains(&d) {
+                return Err(invalid(
+                    format!("{key}.domain"),
+                    format!("{d} routed twice"),
+                ));
+            }
+            routed.push(d);
+            let ok = crate::grammar::uri(r.next_hop.as_bytes()).is_ok_and(|uri| {
+                uri.is_sip()
+                    && std::str::from_utf8(uri.host).is_ok_and(|h| {
+                        h.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok()
+                    })
+            });
+            if !ok {
+                return Err(invalid(
+                    format!("{key}.next_hop"),
+                    "a sip: or sips: URI with an IP address (no DNS here)",
+                ));
+            }
+            if r.encryption.is_some_and(|p| p != PolicyName::Off) && !plain.is_empty() {
+                return Err(invalid(
+                    format!("{key}.encryption"),
+                    sdes_over_plain(plain[0]),
+                ));
+            }
+        }
+        for (i, t) in self.trusted.iter().enumerate() {
+            let key = format!("trusted[{i}]");
+            if t.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if t.addresses.is_empty() {
+                return Err(invalid(format!("{key}.addresses"), "at least one address"));
+            }
+            if t.domains.is_empty() {
+                return Err(invalid(
+                    format!("{key}.domains"),
+                    "at least one domain (\"*\" for any)",
+                ));
+            }
+            for d in &t.domains {
+                if d != "*" && !domain_ok(&d.to_ascii_lowercase()) {
+                    return Err(invalid(
+                        format!("{key}.domains"),
+                        format!("{d:?} is not a domain"),
+                    ));
+                }
+            }
+            if let Some(o) = self.trusted[..i]
+                .iter()
+                .find(|o| o.addresses.iter().any(|a| t.addresses.contains(a)))
+            {
+                return Err(invalid(
+                    format!("{key}.addresses"),
+                    format!("an address of {} is also an address of {}", t.name, o.name),
+                ));
+            }
         }
         let a = &self.auth;
         if !(1..=300).contains(&a.nonce_lifetime_secs) {

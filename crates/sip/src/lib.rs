@@ -3,6 +3,7 @@
 //! names the offset, the header and the response code, and bounds every size.
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod config;
 pub mod dialog;
 pub mod digest;

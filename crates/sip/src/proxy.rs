@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::{digest, hmac, rand::SecureRandom};
 use zeroize::Zeroizing;
 
+use crate::anchor::{replace_body, MediaAnchor, Refusal, SdpContext, SdpKind, Side};
 use crate::config::{ProxyConfig, TransportKind};
 use crate::digest::{ha1, Algorithm, DigestAuth, DigestConfig, Verdict};
 use crate::grammar;
@@ -117,6 +118,13 @@ struct ClientEntry {
     server: Option<String>,
     request: Vec<u8>,
     invite: bool,
+    /// For the media anchor: the request's method, Call-ID, the side that sent it, whether it
+    /// carried SDP, and whether it is a dialog-creating INVITE (no To tag).
+    method: String,
+    call_id: String,
+    side: Side,
+    had_sdp: bool,
+    initial: bool,
     provisional: bool,
     cancel_pending: bool,
     final_received: bool,
@@ -130,6 +138,33 @@ struct Call {
     callee: String,
     policy: EncryptionPolicy,
     started: Instant,
+    /// The From tag of the initial INVITE: tells the caller's requests from the callee's.
+    caller_tag: String,
+}
+
+/// A `[[route]]`.
+struct RouteEntry {
+    domain: String,
+    next_hop: String,
+    policy: EncryptionPolicy,
+}
+
+/// A `[[trusted]]` peer.
+struct TrustedEntry {
+    name: String,
+    addresses: Vec<IpAddr>,
+    /// Lowercase; `*` for any domain that is not ours.
+    domains: Vec<String>,
+}
+
+/// Who sent an out-of-dialog request, once checked.
+enum Caller {
+    /// A local user, digest-authenticated.
+    User { domain: String, user: String },
+    /// A trusted peer (trunk), by its name.
+    Trusted(String),
+    /// Authentication is off.
+    Anyone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,6 +195,9 @@ pub struct ProxyCore {
     secret: Zeroizing<[u8; 32]>,
     stats: Stats,
     next_housekeeping: Option<Instant>,
+    routes: Vec<RouteEntry>,
+    trusted: Vec<TrustedEntry>,
+    anchor: Option<Box<dyn MediaAnchor + Send>>,
 }
 
 impl std::fmt::Debug for ProxyCore {
@@ -314,20 +352,46 @@ fn offer_of(msg: &SipMessage<'_>) -> Option<(bool, bool)> {
     if msg.body.is_empty() {
         return None;
     }
-    let sdp = msg.header(HeaderKind::ContentType).is_some_and(|h| {
+    if is_sdp(msg) {
+        // An SDP that does not parse still must not carry keys over a plain hop.
+        Some(sdp_security(msg.body).unwrap_or((false, contains_crypto(msg.body))))
+    } else {
+        Some((false, false))
+    }
+}
+
+/// Whether a message's body is SDP (by its Content-Type).
+fn is_sdp(msg: &SipMessage<'_>) -> bool {
+    msg.header(HeaderKind::ContentType).is_some_and(|h| {
         lossy(&h.value)
             .to_ascii_lowercase()
             .starts_with("application/sdp")
-    });
-    if sdp {
-        // An SDP that does not parse still must not carry keys over a plain hop.
-        let crypto = msg
-            .body
-            .windows(9)
-            .any(|w| w.eq_ignore_ascii_case(b"a=crypto:"));
-        Some(sdp_security(msg.body).unwrap_or((false, crypto)))
-    } else {
-        Some((false, false))
+    })
+}
+
+fn contains_crypto(body: &[u8]) -> bool {
+    body.windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"a=crypto:"))
+}
+
+/// Why an offer (as [`offer_of`] describes it) may not cross a hop of `transport` under
+/// `policy`, if it may not.
+fn policy_violation(
+    policy: EncryptionPolicy,
+    offer: Option<(bool, bool)>,
+    transport: TransportKind,
+) -> Option<&'static str> {
+    match (policy, offer) {
+        (_, Some((_, true))) if transport != TransportKind::Tls => {
+            Some("SDES keys (a=crypto) may travel only over TLS")
+        }
+        (EncryptionPolicy::Mandatory, None) => {
+            Some("encryption is mandatory: an SDP offer with SRTP is required")
+        }
+        (EncryptionPolicy::Mandatory, Some((false, _))) => {
+            Some("encryption is mandatory: the offer must be RTP/SAVP with a=crypto")
+        }
+        _ => None,
     }
 }
 
@@ -410,7 +474,31 @@ impl ProxyCore {
         };
         let mut heap = BinaryHeap::new();
         heap.push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| RouteEntry {
+                domain: r.domain.to_ascii_lowercase(),
+                next_hop: r.next_hop.clone(),
+                policy: r
+                    .encryption
+                    .map(EncryptionPolicy::from)
+                    .unwrap_or(EncryptionPolicy::Off),
+            })
+            .collect();
+        let trusted = cfg
+            .trusted
+            .iter()
+            .map(|t| TrustedEntry {
+                name: t.name.clone(),
+                addresses: t.addresses.iter().map(|a| a.to_canonical()).collect(),
+                domains: t.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            })
+            .collect();
         Ok(ProxyCore {
+            routes,
+            trusted,
+            anchor: None,
             registrar: Registrar::new(RegistrarConfig {
                 domains: domains.clone(),
                 ..RegistrarConfig::default()
@@ -433,6 +521,97 @@ impl ProxyCore {
             stats: Stats::default(),
             next_housekeeping: Some(now + HOUSEKEEPING),
         })
+    }
+
+    /// Hands every SDP body the proxy forwards to `anchor` (see [`crate::anchor`]).
+    pub fn set_anchor(&mut self, anchor: Box<dyn MediaAnchor + Send>) {
+        self.anchor = Some(anchor);
+    }
+
+    /// The anchor set with [`ProxyCore::set_anchor`].
+    pub fn anchor_mut(&mut self) -> Option<&mut (dyn MediaAnchor + Send + 'static)> {
+        self.anchor.as_deref_mut()
+    }
+
+    /// The name of the trusted peer at `ip`, if it is one.
+    pub fn trusted_name(&self, ip: IpAddr) -> Option<&str> {
+        let ip = ip.to_canonical();
+        self.trusted
+            .iter()
+            .find(|t| t.addresses.contains(&ip))
+            .map(|t| t.name.as_str())
+    }
+
+    /// The route for a domain that is not ours: its own, else the default (`*`).
+    fn route_for(&self, domain: &str) -> Option<&RouteEntry> {
+        let d = domain.to_ascii_lowercase();
+        self.routes
+            .iter()
+            .find(|r| r.domain == d)
+            .or_else(|| self.routes.iter().find(|r| r.domain == "*"))
+    }
+
+    /// Which side of its call sent a request (by the From tag of the initial INVITE).
+    fn side_of(&self, msg: &SipMessage<'_>) -> Side {
+        let call_id = lossy(msg.call_id().unwrap_or_default());
+        let from_tag = msg
+            .from()
+            .and_then(|f| f.param("tag"))
+            .map(lossy)
+            .unwrap_or_default();
+        match self.calls.get(&call_id) {
+            Some(c) if c.caller_tag != from_tag => Side::Callee,
+            _ => Side::Caller,
+        }
+    }
+
+    /// Ends a call: forgets it and has the anchor release its media.
+    fn end_call(&mut self, now: Instant, call_id: &str) {
+        if let Some(c) = self.calls.remove(call_id) {
+            tracing::info!(caller = %c.caller, callee = %c.callee, secs = now.duration_since(c.started).as_secs(), "call ended");
+        }
+        if let Some(a) = self.anchor.as_mut() {
+            a.call_ended(now, call_id);
+        }
+    }
+
+    /// Hands the SDP body of a request to the anchor. `Ok(None)`: forward the body as it is.
+    fn anchor_request(
+        &mut self,
+        now: Instant,
+        inbound: Flow,
+        out: Flow,
+        msg: &SipMessage<'_>,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        if self.anchor.is_none() || msg.body.is_empty() || !is_sdp(msg) {
+            return Ok(None);
+        }
+        let method = msg.method().unwrap_or_default();
+        let kind = match method {
+            "INVITE" | "UPDATE" => SdpKind::Offer,
+            "ACK" | "PRACK" => SdpKind::Answer,
+            _ => return Ok(None),
+        };
+        let call_id = lossy(msg.call_id().unwrap_or_default());
+        let side = self.side_of(msg);
+        let from_trusted = self.trusted_name(inbound.remote.ip()).map(str::to_string);
+        let to_trusted = self.trusted_name(out.remote.ip()).map(str::to_string);
+        let ctx = SdpContext {
+            call_id: &call_id,
+            side,
+            kind,
+            method,
+            status: None,
+            from_addr: inbound.remote,
+            to_addr: out.remote,
+            from_trusted: from_trusted.as_deref(),
+            to_trusted: to_trusted.as_deref(),
+            to_tls: out.transport == TransportKind::Tls,
+        };
+        match self.anchor.as_mut() {
+            Some(a) => a.sdp(now, &ctx, msg.body),
+            None => Ok(None),
+        }
     }
 
     /// Replaces the RFC 3261 timer values (tests use short ones).
@@ -853,8 +1032,15 @@ impl ProxyCore {
             let _ = users;
             reg.has_contact(now, contact)
         });
-        self.calls
-            .retain(|_, c| now.duration_since(c.started) < CALL_MAX_AGE);
+        let expired: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.started) >= CALL_MAX_AGE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.end_call(now, &k);
+        }
         self.next_housekeeping = Some(now + HOUSEKEEPING);
         self.heap
             .push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
@@ -881,7 +1067,11 @@ impl ProxyCore {
                     self.respond_local(now, &server, 503, &[]);
                 }
             }
-            self.client.remove(&k);
+            if let Some(e) = self.client.remove(&k) {
+                if e.initial {
+                    self.end_call(now, &e.call_id);
+                }
+            }
         }
         self.flows
             .retain(|_, f| !(f.conn.is_some() && f.conn == flow.conn));
@@ -1035,6 +1225,11 @@ impl ProxyCore {
                     server: None,
                     request: cancel,
                     invite: false,
+                    method: "CANCEL".into(),
+                    call_id: String::new(),
+                    side: Side::Caller,
+                    had_sdp: false,
+                    initial: false,
                     provisional: false,
                     cancel_pending: false,
                     final_received: false,
@@ -1118,11 +1313,6 @@ impl ProxyCore {
             let trying = patch_via(build_response(msg, 100, Some(&tag), &[], None), flow.remote);
             self.respond(now, &key, trying, 100, true);
         }
-        if method == "BYE" {
-            if let Some(c) = self.calls.remove(&lossy(msg.call_id().unwrap_or_default())) {
-                tracing::info!(caller = %c.caller, callee = %c.callee, secs = now.duration_since(c.started).as_secs(), "call ended");
-            }
-        }
         let (popped, in_dialog) = match self.own_routes(msg) {
             Ok(x) => x,
             Err(()) => {
@@ -1144,6 +1334,7 @@ impl ProxyCore {
         } else {
             None
         };
+        let call_id = lossy(msg.call_id().unwrap_or_default());
         // In-dialog requests inside a dialog we record-routed: routed without a challenge.
         if in_dialog && msg.to().and_then(|t| t.param("tag")).is_some() {
             let next = if routes.len() > popped {
@@ -1156,17 +1347,42 @@ impl ProxyCore {
                 lossy(ruri)
             };
             match self.resolve(&next) {
-                Target::Flow(out) => self.forward(
-                    now,
-                    flow,
-                    msg,
-                    &key,
-                    &lossy(ruri),
-                    out,
-                    popped,
-                    false,
-                    branch,
-                ),
+                Target::Flow(out) => {
+                    if out.transport != TransportKind::Tls
+                        && offer_of(msg).is_some_and(|(_, crypto)| crypto)
+                    {
+                        self.refuse_policy(
+                            now,
+                            msg,
+                            &key,
+                            "SDES keys (a=crypto) may travel only over TLS",
+                        );
+                        return;
+                    }
+                    let body = match self.anchor_request(now, flow, out, msg) {
+                        Ok(b) => b,
+                        Err(r) => {
+                            self.refuse_anchor(now, msg, &key, &r);
+                            return;
+                        }
+                    };
+                    if method == "BYE" {
+                        // Only a BYE inside a dialog we made ends the call (and its media).
+                        self.end_call(now, &call_id);
+                    }
+                    self.forward(
+                        now,
+                        flow,
+                        msg,
+                        &key,
+                        &lossy(ruri),
+                        out,
+                        popped,
+                        false,
+                        branch,
+                        body,
+                    )
+                }
                 Target::Fail(code) => self.respond_to(now, &key, msg, code, &[]),
             }
             return;
@@ -1189,16 +1405,20 @@ impl ProxyCore {
             );
             return;
         }
-        // Everything else needs an authenticated local caller (before any lookup).
+        // Everything else needs an authenticated local caller or a trusted peer (before any
+        // lookup).
         let caller = match self.authenticate_caller(now, flow, msg, &key, ruri_domain.as_deref()) {
             Some(c) => c,
             None => return,
         };
-        let caller_policy = caller
-            .as_ref()
-            .and_then(|(d, u)| self.users.get(&(d.clone(), u.clone())))
-            .map(|u| u.policy)
-            .unwrap_or(EncryptionPolicy::Off);
+        let caller_policy = match &caller {
+            Caller::User { domain, user } => self
+                .users
+                .get(&(domain.clone(), user.clone()))
+                .map(|u| u.policy)
+                .unwrap_or(EncryptionPolicy::Off),
+            Caller::Trusted(_) | Caller::Anyone => EncryptionPolicy::Off,
+        };
         // SDES keys never arrive or leave over a hop that is not TLS.
         let offer = if method == "INVITE" {
             offer_of(msg)
@@ -1214,7 +1434,14 @@ impl ProxyCore {
             );
             return;
         }
-        // Where to: a Route left after ours, or the target of the Request-URI.
+        // Where to: a Route left after ours, the target of the Request-URI in one of our
+        // domains, a configured route for its domain, or its address.
+        let routed = if ruri_domain.is_none() && ruri_p.is_sip() && host_ip(ruri_p.host).is_none() {
+            self.route_for(&lossy(ruri_p.host))
+                .map(|r| (r.next_hop.clone(), r.policy))
+        } else {
+            None
+        };
         let (target, callee_policy, callee) = if routes.len() > popped {
             let next = grammar::name_addr(routes[popped])
                 .map(|n| lossy(n.uri.raw))
@@ -1240,6 +1467,8 @@ impl ProxyCore {
                     }
                 }
             }
+        } else if let Some((hop, policy)) = routed {
+            (self.resolve(&hop), policy, lossy(ruri))
         } else {
             (
                 self.resolve(&lossy(ruri)),
@@ -1254,42 +1483,56 @@ impl ProxyCore {
                 return;
             }
         };
-        // The encryption policy and SDES-over-TLS rule, on the offer.
-        let policy = strictest(caller_policy, callee_policy);
+        // The encryption policy on the offer: the caller's on the offer as it arrived, the
+        // callee's on the offer as it leaves (the same body unless an anchor rewrote it).
+        let mut body = None;
         if method == "INVITE" {
-            let reason = match (policy, offer) {
-                (_, Some((_, true))) if out.transport != TransportKind::Tls => {
-                    Some("SDES keys (a=crypto) may travel only over TLS")
-                }
-                (EncryptionPolicy::Mandatory, None) => {
-                    Some("encryption is mandatory: an SDP offer with SRTP is required")
-                }
-                (EncryptionPolicy::Mandatory, Some((false, _))) => {
-                    Some("encryption is mandatory: the offer must be RTP/SAVP with a=crypto")
-                }
-                _ => None,
-            };
-            if let Some(why) = reason {
+            if let Some(why) = policy_violation(caller_policy, offer, flow.transport) {
                 self.refuse_policy(now, msg, &key, why);
                 return;
             }
             if self.calls.len() < MAX_CALLS {
-                let caller_s = caller
-                    .as_ref()
-                    .map(|(d, u)| format!("{u}@{d}"))
-                    .unwrap_or_else(|| msg.from().map(|f| lossy(f.uri.raw)).unwrap_or_default());
+                let from_uri = msg.from().map(|f| lossy(f.uri.raw)).unwrap_or_default();
+                let caller_s = match &caller {
+                    Caller::User { domain, user } => format!("{user}@{domain}"),
+                    Caller::Trusted(peer) => format!("{from_uri} (via {peer})"),
+                    Caller::Anyone => from_uri,
+                };
                 self.calls.insert(
-                    lossy(msg.call_id().unwrap_or_default()),
+                    call_id.clone(),
                     Call {
                         caller: caller_s,
                         callee: callee.clone(),
-                        policy,
+                        policy: strictest(caller_policy, callee_policy),
                         started: now,
+                        caller_tag: msg
+                            .from()
+                            .and_then(|f| f.param("tag"))
+                            .map(lossy)
+                            .unwrap_or_default(),
                     },
                 );
             }
+            body = match self.anchor_request(now, flow, out, msg) {
+                Ok(b) => b,
+                Err(r) => {
+                    self.refuse_anchor(now, msg, &key, &r);
+                    self.end_call(now, &call_id);
+                    return;
+                }
+            };
+            let offer_out = match &body {
+                Some(b) => Some(sdp_security(b).unwrap_or((false, contains_crypto(b)))),
+                None => offer,
+            };
+            if let Some(why) = policy_violation(callee_policy, offer_out, out.transport) {
+                self.refuse_policy(now, msg, &key, why);
+                self.end_call(now, &call_id);
+                return;
+            }
             // Connection reuse toward the caller for requests inside the dialog.
-            if flow.conn.is_some() && caller.is_some() && self.flows.len() < MAX_FLOWS {
+            let authenticated = !matches!(caller, Caller::Anyone);
+            if flow.conn.is_some() && authenticated && self.flows.len() < MAX_FLOWS {
                 if let Some(c) = msg
                     .header(HeaderKind::Contact)
                     .and_then(|h| grammar::name_addr(&h.value).ok())
@@ -1311,7 +1554,30 @@ impl ProxyCore {
             callee.clone()
         };
         let rr = matches!(method, "INVITE" | "SUBSCRIBE" | "REFER");
-        self.forward(now, flow, msg, &key, &target_uri, out, popped, rr, branch);
+        self.forward(
+            now,
+            flow,
+            msg,
+            &key,
+            &target_uri,
+            out,
+            popped,
+            rr,
+            branch,
+            body,
+        );
+    }
+
+    fn refuse_anchor(&mut self, now: Instant, msg: &SipMessage<'_>, key: &str, r: &Refusal) {
+        tracing::warn!(call_id = %lossy(msg.call_id().unwrap_or_default()), status = r.status, reason = %r.reason, "request refused by the media anchor");
+        let reason = r.reason.replace('"', "'");
+        self.respond_to(
+            now,
+            key,
+            msg,
+            r.status,
+            &[("Warning", format!("399 voxgate \"{reason}\""))],
+        );
     }
 
     fn refuse_policy(&mut self, now: Instant, msg: &SipMessage<'_>, key: &str, why: &str) {
@@ -1326,9 +1592,9 @@ impl ProxyCore {
         );
     }
 
-    /// Digest-authenticates an out-of-dialog request. `Some(Some((domain, user)))`: a local
-    /// user; `Some(None)`: authentication is off; `None`: answered (407/403).
-    #[allow(clippy::option_option)]
+    /// Checks who sent an out-of-dialog request: a trusted peer (by source address, for the
+    /// From domains it may speak for), else a local user by digest. `None`: answered
+    /// (407/403).
     fn authenticate_caller(
         &mut self,
         now: Instant,
@@ -1336,17 +1602,44 @@ impl ProxyCore {
         msg: &SipMessage<'_>,
         key: &str,
         ruri_domain: Option<&str>,
-    ) -> Option<Option<(String, String)>> {
+    ) -> Option<Caller> {
+        let from_host = msg
+            .from()
+            .filter(|f| f.uri.is_sip())
+            .map(|f| lossy(f.uri.host).to_ascii_lowercase());
+        let src = flow.remote.ip().to_canonical();
+        if let Some(t) = self.trusted.iter().find(|t| t.addresses.contains(&src)) {
+            let ok = from_host.as_deref().is_some_and(|h| {
+                t.domains.iter().any(|d| d == h)
+                    || (t.domains.iter().any(|d| d == "*")
+                        && self.our_domain(h.as_bytes()).is_none())
+            });
+            if ok {
+                return Some(Caller::Trusted(t.name.clone()));
+            }
+            let name = t.name.clone();
+            self.stats.auth_failures += 1;
+            tracing::warn!(peer = %name, from = ?from_host, remote = %flow.remote, "trusted peer sent a request for a domain it does not serve");
+            self.respond_to(now, key, msg, 403, &[]);
+            return None;
+        }
         if !self.authenticate_calls {
-            return Some(None);
+            return Some(Caller::Anyone);
         }
         let from_domain = msg
             .from()
             .and_then(|f| self.our_domain(f.uri.host).filter(|_| f.uri.is_sip()));
-        let realm = from_domain
+        let Some(realm) = from_domain
             .clone()
             .or(ruri_domain.map(str::to_string))
-            .or_else(|| self.domains.first().cloned())?;
+            .or_else(|| self.domains.first().cloned())
+        else {
+            // No domain of ours to authenticate against, and not a trusted peer.
+            self.stats.auth_failures += 1;
+            tracing::info!(remote = %flow.remote, "request from an untrusted source refused (no local users)");
+            self.respond_to(now, key, msg, 403, &[]);
+            return None;
+        };
         let StartLine::Request { uri, method } = msg.start else {
             return None;
         };
@@ -1388,7 +1681,10 @@ impl ProxyCore {
                     self.respond_to(now, key, msg, 403, &[]);
                     return None;
                 }
-                Some(Some((realm, user)))
+                Some(Caller::User {
+                    domain: realm,
+                    user,
+                })
             }
             Verdict::Challenge { stale } => {
                 if authz.is_some() && !stale {
@@ -1535,6 +1831,7 @@ impl ProxyCore {
         popped: usize,
         record_route: bool,
         branch: String,
+        body: Option<Vec<u8>>,
     ) {
         let token = self.token(msg.call_id().unwrap_or_default());
         let mut rr = Vec::new();
@@ -1568,12 +1865,17 @@ impl ProxyCore {
             &rr,
             &self.domains,
         );
+        let bytes = match body.as_deref().map(|b| replace_body(&bytes, b)) {
+            Some(Some(b)) => b,
+            _ => bytes,
+        };
         let ckey = format!("{branch}|X");
         let invite = msg.method() == Some("INVITE");
         if msg.method() == Some("ACK") {
             self.out.push_back(Transmit { flow: out, bytes });
             return;
         }
+        let side = self.side_of(msg);
         let Ok(tx) = ClientTransaction::new(now, bytes.clone(), out.reliable(), self.timers) else {
             self.respond_local(now, server_key, 500, &[]);
             return;
@@ -1586,6 +1888,11 @@ impl ProxyCore {
                 server: Some(server_key.to_string()),
                 request: bytes,
                 invite,
+                method: msg.method().unwrap_or_default().to_string(),
+                call_id: lossy(msg.call_id().unwrap_or_default()),
+                side,
+                had_sdp: !msg.body.is_empty() && is_sdp(msg),
+                initial: invite && msg.to().and_then(|t| t.param("tag")).is_none(),
                 provisional: false,
                 cancel_pending: false,
                 final_received: false,
@@ -1620,8 +1927,15 @@ impl ProxyCore {
         } else {
             lossy(uri)
         };
-        let _ = now;
         if let Target::Flow(out) = self.resolve(&next) {
+            // An ACK may carry the answer to an offer made in a 2xx (RFC 3264 late offer).
+            let body = match self.anchor_request(now, flow, out, msg) {
+                Ok(b) => b,
+                Err(r) => {
+                    tracing::warn!(status = r.status, reason = %r.reason, "ACK with an SDP the media anchor refused: forwarded without it");
+                    Some(Vec::new())
+                }
+            };
             let branch = self.branch_for(msg);
             let bytes = build_forwarded(
                 msg,
@@ -1633,6 +1947,10 @@ impl ProxyCore {
                 &[],
                 &self.domains,
             );
+            let bytes = match body.as_deref().map(|b| replace_body(&bytes, b)) {
+                Some(Some(b)) => b,
+                _ => bytes,
+            };
             self.out.push_back(Transmit { flow: out, bytes });
         } else {
             self.stats.dropped += 1;
@@ -1673,6 +1991,13 @@ impl ProxyCore {
             return;
         };
         let server = c.server.clone();
+        let (method, call_id, side, had_sdp, initial) = (
+            c.method.clone(),
+            c.call_id.clone(),
+            c.side,
+            c.had_sdp,
+            c.initial,
+        );
         match ev {
             TuEvent::Response { code, message } => {
                 if code >= 200 {
@@ -1697,11 +2022,32 @@ impl ProxyCore {
                 if code == 100 {
                     return; // hop by hop
                 }
-                let Some(up) = strip_top_via(&message) else {
+                let Some(mut up) = strip_top_via(&message) else {
                     return;
                 };
+                if (101..300).contains(&code) && matches!(method.as_str(), "INVITE" | "UPDATE") {
+                    match self.anchor_response(
+                        now, ckey, &skey, &up, code, &method, &call_id, side, had_sdp,
+                    ) {
+                        Ok(Some(b)) => up = b,
+                        Ok(None) => {}
+                        Err(r) => {
+                            tracing::warn!(%call_id, code, status = r.status, reason = %r.reason, "response refused by the media anchor: not forwarded");
+                            if code >= 200 {
+                                let pending = self.server.get(&skey).is_some_and(|s| !s.final_sent);
+                                if pending {
+                                    self.respond_local(now, &skey, r.status, &[]);
+                                }
+                                if initial {
+                                    self.end_call(now, &call_id);
+                                }
+                            }
+                            return;
+                        }
+                    }
+                }
                 if invite && code >= 200 {
-                    self.call_answered(now, &message, code);
+                    self.call_answered(now, &message, code, initial);
                 }
                 self.respond(now, &skey, up, code, false);
             }
@@ -1712,18 +2058,79 @@ impl ProxyCore {
                         self.respond_local(now, &skey, 408, &[]);
                     }
                 }
+                if initial {
+                    self.end_call(now, &call_id);
+                }
             }
             TuEvent::Ack { .. } => {}
         }
     }
 
-    fn call_answered(&mut self, _now: Instant, response: &[u8], code: u16) {
+    /// Hands the SDP body of a response to the anchor. `Ok(None)`: forward it as it is.
+    #[allow(clippy::too_many_arguments)]
+    fn anchor_response(
+        &mut self,
+        now: Instant,
+        ckey: &str,
+        skey: &str,
+        up: &[u8],
+        code: u16,
+        method: &str,
+        call_id: &str,
+        request_side: Side,
+        request_had_sdp: bool,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        if self.anchor.is_none() {
+            return Ok(None);
+        }
+        let Ok(m) = SipMessage::parse(up, Framing::Datagram, &self.limits) else {
+            return Ok(None);
+        };
+        if m.body.is_empty() || !is_sdp(&m) {
+            return Ok(None);
+        }
+        let (Some(from), Some(to)) = (
+            self.client.get(ckey).map(|c| c.flow),
+            self.server.get(skey).map(|s| s.flow),
+        ) else {
+            return Ok(None);
+        };
+        let from_trusted = self.trusted_name(from.remote.ip()).map(str::to_string);
+        let to_trusted = self.trusted_name(to.remote.ip()).map(str::to_string);
+        let ctx = SdpContext {
+            call_id,
+            side: request_side.other(),
+            kind: if request_had_sdp {
+                SdpKind::Answer
+            } else {
+                SdpKind::Offer
+            },
+            method,
+            status: Some(code),
+            from_addr: from.remote,
+            to_addr: to.remote,
+            from_trusted: from_trusted.as_deref(),
+            to_trusted: to_trusted.as_deref(),
+            to_tls: to.transport == TransportKind::Tls,
+        };
+        let body = m.body.to_vec();
+        let r = match self.anchor.as_mut() {
+            Some(a) => a.sdp(now, &ctx, &body)?,
+            None => None,
+        };
+        Ok(r.and_then(|b| replace_body(up, &b)))
+    }
+
+    fn call_answered(&mut self, now: Instant, response: &[u8], code: u16, initial: bool) {
         let Ok(m) = SipMessage::parse(response, Framing::Datagram, &self.limits) else {
             return;
         };
         let call_id = lossy(m.call_id().unwrap_or_default());
         if !(200..300).contains(&code) {
-            self.calls.remove(&call_id);
+            // A failed re-INVITE leaves the call as it was.
+            if initial {
+                self.end_call(now, &call_id);
+            }
             return;
         }
         let Some(call) = self.calls.get(&call_id) else {
