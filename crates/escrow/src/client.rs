@@ -253,7 +253,7 @@ mod tests {
     fn pump(c: &mut EscrowClient, s: &mut EscrowServer, lose_replies: bool) {
         while let Some(f) = c.poll_transmit() {
             let (m, _) = Message::decode(&f).unwrap();
-            let r = s.handle(WALL, "gw1", &f, &m, |_, _| true);
+            let r = s.handle(WALL, "gw1", &f, &m, |_, _| Ok(()));
             if !lose_replies {
                 c.handle_input(&r.encode()).unwrap();
             }
@@ -304,7 +304,7 @@ mod tests {
         c.session_end(t0, WALL, 12345);
         let f = c.poll_transmit().unwrap();
         let (m, _) = Message::decode(&f).unwrap();
-        let reply = s.handle(WALL, "gw1", &f, &m, |_, _| true).encode();
+        let reply = s.handle(WALL, "gw1", &f, &m, |_, _| Ok(())).encode();
         // Delivered one byte at a time.
         for b in &reply {
             c.handle_input(std::slice::from_ref(b)).unwrap();

@@ -106,6 +106,10 @@ struct GateStream {
     ssrc: Option<u32>,
     /// A receiver context with the escrowed key, used on copies of the packets.
     srtp: SrtpSession,
+    /// After a rekey, the previous generation's context: packets still protected with the
+    /// old key (in flight, or sent before the peer switched) verify with it until the first
+    /// packet verifies with the new key.
+    previous: Option<SrtpSession>,
     seen: u64,
 }
 
@@ -176,8 +180,10 @@ impl MediaGate {
         self.sessions.len()
     }
 
-    /// Arms (or re-arms after a rekey) the checks of an escrowed session.
+    /// Arms (or re-arms after a rekey) the checks of an escrowed session. On a rekey, each
+    /// stream's previous key stays usable until the new one has verified a packet.
     pub fn arm(&mut self, s: &Session) -> Result<(), GateError> {
+        let mut old = self.sessions.remove(&s.id);
         let mut streams = Vec::with_capacity(s.streams.len());
         for (index, k) in s.streams.iter().enumerate() {
             let key_err = |source| GateError::Key { index, source };
@@ -188,11 +194,19 @@ impl MediaGate {
                 mk = mk.with_mki(m);
             }
             let srtp = SrtpSession::new(SrtpPolicy::new(mk)).map_err(key_err)?;
+            let previous = old.as_mut().and_then(|o| {
+                let i = o
+                    .streams
+                    .iter()
+                    .position(|p| p.src == k.src.0 && p.dst == k.dst.0)?;
+                Some(o.streams.swap_remove(i).srtp)
+            });
             streams.push(GateStream {
                 src: k.src.0,
                 dst: k.dst.0,
                 ssrc: k.ssrc,
                 srtp,
+                previous,
                 seen: 0,
             });
         }
@@ -267,11 +281,25 @@ impl MediaGate {
         self.scratch.clear();
         self.scratch.extend_from_slice(packet);
         let len = self.scratch.len();
-        let r = if is_rtcp(packet) {
+        let rtcp = is_rtcp(packet);
+        let mut r = if rtcp {
             stream.srtp.unprotect_rtcp(&mut self.scratch, len)
         } else {
             stream.srtp.unprotect_rtp(&mut self.scratch, len)
         };
+        match (&r, stream.previous.as_mut()) {
+            (Ok(_), Some(_)) => stream.previous = None,
+            (Err(RtpError::AuthTagMismatch | RtpError::UnknownMki), Some(prev)) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(packet);
+                r = if rtcp {
+                    prev.unprotect_rtcp(&mut self.scratch, len)
+                } else {
+                    prev.unprotect_rtp(&mut self.scratch, len)
+                };
+            }
+            _ => {}
+        }
         match r {
             Ok(_) => {
                 self.stats.forwarded += 1;
@@ -434,6 +462,32 @@ mod tests {
         assert_eq!(
             g.check(a, b, Ok(Some(42)), &p5),
             Verdict::Drop(DropReason::UnknownSessionId)
+        );
+    }
+
+    #[test]
+    fn after_a_rekey_the_old_key_verifies_until_the_new_one_does() {
+        let (a, b) = (A.parse().unwrap(), B.parse().unwrap());
+        let mut g = MediaGate::new(Mode::Global, Sampling::EVERY_PACKET);
+        g.arm(&session(9, 1)).unwrap();
+        let (mut old, mut new) = (sender(1), sender(2));
+        let fwd = |v| matches!(v, Verdict::Forward { verified: true, .. });
+        assert!(fwd(g.check(a, b, Ok(Some(9)), &srtp(&mut old, 1, 0x1111))));
+        let mut rekeyed = session(9, 2);
+        rekeyed.generation = 1;
+        g.arm(&rekeyed).unwrap();
+        // In flight with the old key: still verified.
+        assert!(fwd(g.check(a, b, Ok(Some(9)), &srtp(&mut old, 2, 0x1111))));
+        // The new key verifies; from then on the old one is refused.
+        assert!(fwd(g.check(a, b, Ok(Some(9)), &srtp(&mut new, 3, 0x1111))));
+        assert_eq!(
+            g.check(a, b, Ok(Some(9)), &srtp(&mut old, 4, 0x1111)),
+            Verdict::Drop(DropReason::TagMismatch)
+        );
+        // A third key was never escrowed.
+        assert_eq!(
+            g.check(a, b, Ok(Some(9)), &srtp(&mut sender(3), 5, 0x1111)),
+            Verdict::Drop(DropReason::TagMismatch)
         );
     }
 

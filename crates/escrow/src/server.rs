@@ -149,15 +149,16 @@ impl EscrowServer {
     }
 
     /// Answers one frame (`frame` is its bytes, `msg` the decoded message) from the
-    /// authenticated gateway `gateway`. `now_ms` is the SPG's wall clock; `party(call_id,
-    /// gateway)` says whether the gateway is party to the call (the SPG's SIP side knows).
+    /// authenticated gateway `gateway`. `now_ms` is the SPG's wall clock; `party(key_update,
+    /// gateway)` says whether the gateway is party to the call and its streams are the call's
+    /// (the SPG's SIP side knows), or why not.
     pub fn handle(
         &mut self,
         now_ms: u64,
         gateway: &str,
         frame: &[u8],
         msg: &Message,
-        party: impl Fn(&str, &str) -> bool,
+        party: impl Fn(&KeyUpdate, &str) -> Result<(), String>,
     ) -> Message {
         let rid = msg.request_id();
         let time_ms = match msg {
@@ -208,16 +209,11 @@ impl EscrowServer {
         now_ms: u64,
         gateway: &str,
         k: &KeyUpdate,
-        party: &impl Fn(&str, &str) -> bool,
+        party: &impl Fn(&KeyUpdate, &str) -> Result<(), String>,
     ) -> Message {
         let rid = k.request_id;
-        if !party(&k.call_id, gateway) {
-            return self.refuse(
-                gateway,
-                rid,
-                ErrorCode::Forbidden,
-                "gateway is not party to this call",
-            );
+        if let Err(why) = party(k, gateway) {
+            return self.refuse(gateway, rid, ErrorCode::Forbidden, &why);
         }
         match k.session_id {
             Some(id) => {
@@ -362,7 +358,13 @@ mod tests {
 
     fn send(s: &mut EscrowServer, now: u64, gw: &str, m: &Message) -> Message {
         let f = m.encode();
-        s.handle(now, gw, &f, m, |call, _| call != "not-mine")
+        s.handle(now, gw, &f, m, |k, _| {
+            if k.call_id == "not-mine" {
+                Err("gateway is not party to this call".into())
+            } else {
+                Ok(())
+            }
+        })
     }
 
     const NOW: u64 = 1_764_000_000_000;

@@ -159,8 +159,12 @@ impl Escrow {
         let gateways = &self.gateways;
         let reply = self
             .server
-            .handle(now_ms, gateway, frame, msg, |_call, gw| {
-                gateways.contains(&gw.to_ascii_lowercase())
+            .handle(now_ms, gateway, frame, msg, |_k, gw| {
+                if gateways.contains(&gw.to_ascii_lowercase()) {
+                    Ok(())
+                } else {
+                    Err("not a registered gateway".into())
+                }
             });
         for ev in self.server.take_events() {
             match ev {
