@@ -1,0 +1,513 @@
+//! The service-provider gateway's media relay, sans-I/O.
+//!
+//! **Control plane** ([`RelayAnchor`], a [`MediaAnchor`] behind the SPG's proxy): every SDP
+//! body that crosses the SPG is rewritten so that media flows through the relay, as session
+//! border controllers and rtpengine do. Each media stream of a call gets two port pairs, one
+//! facing each side: the caller sends to the caller-facing port and the relay forwards from
+//! the callee-facing port to the callee, and back. Keys (`a=crypto`) are left as they are: the
+//! SPG relays SRTP, it does not decrypt it. The relay learns each side's media address from
+//! that side's SDP, and which trusted peer (voice gateway or peer SPG) is on each side.
+//!
+//! **Escrow check** ([`CallTable::check_key_update`]): a key_update is accepted only from a
+//! gateway that is a party to the call, and only for streams that are the call's real media
+//! paths through this SPG (the gateway's media address from its SDP, the relay port facing
+//! it), with the SSRC its SDP announced, if it announced one.
+//!
+//! **Data plane** ([`Relay`]): per datagram, in place, no allocation: the port it arrived on
+//! gives the leg; the carrier gives the session_ID (IPv4 option, else the RTP header extension
+//! the leg's SDP negotiated); the escrow gate checks the session, the 5-tuple and the SRTP tag
+//! with the escrowed key; the source must be the leg's peer; then the datagram is forwarded
+//! from the opposite leg's port to the other side.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use voxgate_escrow::carrier::{session_id_from_ipv4_options, session_id_from_rtp};
+use voxgate_escrow::gate::{DropReason, GateError, MediaGate, Mode, Sampling, Verdict};
+use voxgate_escrow::server::Session;
+use voxgate_escrow::wire::{Direction, KeyUpdate};
+use voxgate_sip::anchor::{MediaAnchor, Refusal, SdpContext, Side};
+use voxgate_sip::sdp::SessionDescription;
+
+use crate::ports::PortPool;
+use crate::sdp_edit::{anchor_media, media_info, set_session_address};
+
+/// One direction of a stream at the relay: datagrams arriving on a port from `peer` go out
+/// of `out_port` to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leg {
+    /// The only source accepted (the side's media address from its SDP); `None` until known.
+    pub peer: Option<SocketAddr>,
+    pub out_port: u16,
+    /// Where to forward; `None` until the other side's SDP is known.
+    pub dst: Option<SocketAddr>,
+    /// The RTP header extension id carrying the session_ID on this leg, if negotiated.
+    pub ext_id: Option<u8>,
+}
+
+/// What the data plane must learn, in order.
+#[derive(Debug)]
+pub enum RelayCommand {
+    /// Sets (or, with `None`, clears) the leg of a port.
+    Leg { port: u16, leg: Option<Leg> },
+    /// Arms the gate for an escrowed session (or re-arms it after a rekey).
+    Arm(Box<Session>),
+    /// The session ended: its keys are dropped (and wiped).
+    Disarm(u64),
+}
+
+/// Where the control plane's commands go (a channel to the relay's thread, or a Vec in tests).
+pub type CommandSink = Box<dyn FnMut(RelayCommand) + Send>;
+
+/// Media state of one stream (one `m=` line) of a call.
+#[derive(Debug, Clone)]
+struct StreamMedia {
+    /// Indexed by [`side_index`]: the (even) port that side sends its RTP to.
+    ports: [u16; 2],
+    rtp: [Option<SocketAddr>; 2],
+    rtcp: [Option<SocketAddr>; 2],
+    ext_id: [Option<u8>; 2],
+    ssrc: [Option<u32>; 2],
+}
+
+/// Media state of a call.
+#[derive(Debug, Clone, Default)]
+struct CallMedia {
+    streams: Vec<Option<StreamMedia>>,
+    /// The trusted peer (voice gateway, peer SPG) on each side.
+    parties: [Option<String>; 2],
+}
+
+fn side_index(s: Side) -> usize {
+    match s {
+        Side::Caller => 0,
+        Side::Callee => 1,
+    }
+}
+
+/// The calls through the relay, shared between the proxy (which writes it) and the escrow
+/// server (which checks key_updates against it).
+#[derive(Debug)]
+pub struct CallTable {
+    relay_ip: IpAddr,
+    calls: HashMap<String, CallMedia>,
+}
+
+impl CallTable {
+    pub fn new(relay_ip: IpAddr) -> Self {
+        CallTable {
+            relay_ip,
+            calls: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Whether `gateway` (the name its escrow certificate matched) may escrow these streams:
+    /// it must be a party to the call, and every stream must be one of the call's media paths
+    /// on its side (`Send`: from its SDP address to the relay port facing it; `Recv`: back),
+    /// with the SSRC its SDP announced when it announced one.
+    pub fn check_key_update(&self, gateway: &str, k: &KeyUpdate) -> Result<(), String> {
+        let Some(call) = self.calls.get(&k.call_id) else {
+            return Err("no such call through this SPG".into());
+        };
+        let sides: Vec<usize> = (0..2)
+            .filter(|i| {
+                call.parties[*i]
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(gateway))
+            })
+            .collect();
+        if sides.is_empty() {
+            return Err("gateway is not party to this call".into());
+        }
+        for (n, s) in k.streams.iter().enumerate() {
+            let ok = sides.iter().any(|&side| {
+                call.streams.iter().flatten().any(|m| {
+                    let here_rtp = SocketAddr::new(self.relay_ip, m.ports[side]);
+                    let here_rtcp = SocketAddr::new(self.relay_ip, m.ports[side].wrapping_add(1));
+                    let paths = [(m.rtp[side], here_rtp), (m.rtcp[side], here_rtcp)];
+                    let path_ok = paths.iter().any(|(theirs, here)| match s.direction {
+                        Direction::Send => *theirs == Some(s.src.0) && *here == s.dst.0,
+                        Direction::Receive => *here == s.src.0 && *theirs == Some(s.dst.0),
+                    });
+                    let ssrc_ok = match (s.direction, m.ssrc[side], s.ssrc) {
+                        (Direction::Send, Some(announced), Some(given)) => announced == given,
+                        _ => true,
+                    };
+                    path_ok && ssrc_ok
+                })
+            });
+            if !ok {
+                return Err(format!(
+                    "stream {n} ({} -> {}) is not a media path of this call",
+                    s.src.0, s.dst.0
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The address in rewritten SDP (the relay's sockets are bound to it).
+    pub address: IpAddr,
+    pub first_port: u16,
+    pub port_count: u16,
+}
+
+/// The SPG's [`MediaAnchor`].
+pub struct RelayAnchor {
+    cfg: RelayConfig,
+    pool: PortPool,
+    table: Arc<Mutex<CallTable>>,
+    sink: CommandSink,
+}
+
+impl std::fmt::Debug for RelayAnchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayAnchor")
+            .field("cfg", &self.cfg)
+            .field("free_pairs", &self.pool.available())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayAnchor {
+    pub fn new(cfg: RelayConfig, table: Arc<Mutex<CallTable>>, sink: CommandSink) -> Self {
+        RelayAnchor {
+            pool: PortPool::new(cfg.first_port, cfg.port_count),
+            cfg,
+            table,
+            sink,
+        }
+    }
+
+    /// Port pairs still free.
+    pub fn free_pairs(&self) -> usize {
+        self.pool.available()
+    }
+
+    fn legs_of(&mut self, m: &StreamMedia) {
+        for (rtcp, off) in [(false, 0u16), (true, 1u16)] {
+            for side in 0..2 {
+                let other = 1 - side;
+                let (peer, dst) = if rtcp {
+                    (m.rtcp[side], m.rtcp[other])
+                } else {
+                    (m.rtp[side], m.rtp[other])
+                };
+                (self.sink)(RelayCommand::Leg {
+                    port: m.ports[side].wrapping_add(off),
+                    leg: Some(Leg {
+                        peer,
+                        out_port: m.ports[other].wrapping_add(off),
+                        dst,
+                        ext_id: m.ext_id[side],
+                    }),
+                });
+            }
+        }
+    }
+
+    fn release(&mut self, m: &StreamMedia) {
+        for side in 0..2 {
+            for off in 0..2u16 {
+                (self.sink)(RelayCommand::Leg {
+                    port: m.ports[side].wrapping_add(off),
+                    leg: None,
+                });
+            }
+            self.pool.release(m.ports[side]);
+        }
+    }
+}
+
+impl MediaAnchor for RelayAnchor {
+    fn sdp(
+        &mut self,
+        _now: Instant,
+        ctx: &SdpContext<'_>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        let mut sd = SessionDescription::parse(body)
+            .map_err(|e| Refusal::new(488, format!("SDP the relay cannot read: {e}")))?;
+        let me = side_index(ctx.side);
+        let other = 1 - me;
+        let table = self.table.clone();
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let relay_ip = t.relay_ip;
+        let call = t.calls.entry(ctx.call_id.to_string()).or_default();
+        if let Some(n) = ctx.from_trusted {
+            call.parties[me] = Some(n.to_string());
+        }
+        if let Some(n) = ctx.to_trusted {
+            call.parties[other] = Some(n.to_string());
+        }
+        let mut call = std::mem::take(call);
+        let mut changed = Vec::new();
+        let mut released = Vec::new();
+        let mut refusal = None;
+        let infos: Vec<_> = sd.media.iter().map(|m| media_info(&sd, m)).collect();
+        for (i, (m, info)) in sd.media.iter_mut().zip(infos).enumerate() {
+            if call.streams.len() <= i {
+                call.streams.resize(i + 1, None);
+            }
+            if m.port == 0 {
+                if let Some(s) = call.streams[i].take() {
+                    released.push(s);
+                }
+                continue;
+            }
+            if info.rtp.is_some_and(|a| a.is_ipv4() != relay_ip.is_ipv4()) {
+                refusal = Some(Refusal::new(
+                    488,
+                    "media address family differs from the relay's",
+                ));
+                break;
+            }
+            let stream = match &mut call.streams[i] {
+                Some(s) => s,
+                slot @ None => {
+                    let (Some(a), Some(b)) = (self.pool.alloc(), self.pool.alloc()) else {
+                        refusal = Some(Refusal::new(503, "no relay ports left"));
+                        break;
+                    };
+                    slot.insert(StreamMedia {
+                        ports: [a, b],
+                        rtp: [None; 2],
+                        rtcp: [None; 2],
+                        ext_id: [None; 2],
+                        ssrc: [None; 2],
+                    })
+                }
+            };
+            stream.rtp[me] = info.rtp;
+            stream.rtcp[me] = info.rtcp;
+            stream.ext_id[me] = info.session_id_ext;
+            stream.ssrc[me] = info.ssrc;
+            // The other side sends to the port facing it.
+            anchor_media(m, relay_ip, stream.ports[other]);
+            changed.push(stream.clone());
+        }
+        if let Some(r) = refusal {
+            // Nothing of this body takes effect; a call that had no media yet is released
+            // by the proxy (call_ended) when it answers the refusal.
+            t.calls.insert(ctx.call_id.to_string(), call);
+            return Err(r);
+        }
+        set_session_address(&mut sd, relay_ip);
+        t.calls.insert(ctx.call_id.to_string(), call);
+        drop(t);
+        for s in &released {
+            self.release(s);
+        }
+        for s in &changed {
+            self.legs_of(s);
+        }
+        Ok(Some(sd.to_bytes()))
+    }
+
+    fn call_ended(&mut self, _now: Instant, call_id: &str) {
+        let call = {
+            let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            t.calls.remove(call_id)
+        };
+        if let Some(c) = call {
+            for s in c.streams.iter().flatten() {
+                self.release(s);
+            }
+        }
+    }
+}
+
+/// Why the relay dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayDrop {
+    /// The escrow gate's reason.
+    Gate(DropReason),
+    /// No call uses the port, or the other side is not known yet.
+    NoRoute,
+    /// The source is not the leg's peer (and the gate had nothing against it).
+    WrongSource,
+}
+
+impl RelayDrop {
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayDrop::Gate(r) => r.name(),
+            RelayDrop::NoRoute => "no_route",
+            RelayDrop::WrongSource => "wrong_source",
+        }
+    }
+}
+
+/// What to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Forward { out_port: u16, dst: SocketAddr },
+    Drop(RelayDrop),
+}
+
+/// Counters of the data plane.
+#[derive(Debug, Default, Clone)]
+pub struct RelayStats {
+    pub received: u64,
+    pub forwarded: u64,
+    pub verified: u64,
+    pub no_route: u64,
+    pub wrong_source: u64,
+}
+
+/// The data plane.
+pub struct Relay {
+    address: IpAddr,
+    first_port: u16,
+    legs: Vec<Option<Leg>>,
+    gate: MediaGate,
+    stats: RelayStats,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("address", &self.address)
+            .field("first_port", &self.first_port)
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors applying a command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    #[error("port {0} is outside the relay's range")]
+    PortOutOfRange(u16),
+    #[error("session {id:#018x}: {source}")]
+    Arm { id: u64, source: GateError },
+}
+
+impl Relay {
+    pub fn new(cfg: &RelayConfig, mode: Mode, sampling: Sampling) -> Self {
+        Relay {
+            address: cfg.address,
+            first_port: cfg.first_port,
+            legs: vec![None; usize::from(cfg.port_count)],
+            gate: MediaGate::new(mode, sampling),
+            stats: RelayStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
+    }
+
+    pub fn gate(&self) -> &MediaGate {
+        &self.gate
+    }
+
+    /// Live legs.
+    pub fn legs(&self) -> usize {
+        self.legs.iter().filter(|l| l.is_some()).count()
+    }
+
+    fn slot(&self, port: u16) -> Option<usize> {
+        let i = usize::from(port.checked_sub(self.first_port)?);
+        (i < self.legs.len()).then_some(i)
+    }
+
+    pub fn apply(&mut self, cmd: RelayCommand) -> Result<(), RelayError> {
+        match cmd {
+            RelayCommand::Leg { port, leg } => {
+                let i = self.slot(port).ok_or(RelayError::PortOutOfRange(port))?;
+                self.legs[i] = leg;
+            }
+            RelayCommand::Arm(s) => self
+                .gate
+                .arm(&s)
+                .map_err(|source| RelayError::Arm { id: s.id, source })?,
+            RelayCommand::Disarm(id) => self.gate.disarm(id),
+        }
+        Ok(())
+    }
+
+    /// Decides about one datagram: `packet` (the UDP payload) arrived on the relay's `port`
+    /// from `src`, with the IPv4 header options `ip_options` (empty when none).
+    pub fn handle(
+        &mut self,
+        port: u16,
+        src: SocketAddr,
+        ip_options: &[u8],
+        packet: &[u8],
+    ) -> Decision {
+        self.stats.received += 1;
+        let Some(leg) = self.slot(port).and_then(|i| self.legs[i]) else {
+            self.stats.no_route += 1;
+            return Decision::Drop(RelayDrop::NoRoute);
+        };
+        let rtcp = packet.len() >= 2 && (192..=223).contains(&packet[1]);
+        let mut carrier = if ip_options.is_empty() {
+            Ok(None)
+        } else {
+            session_id_from_ipv4_options(ip_options).map_err(|_| ())
+        };
+        if let (Ok(None), Some(id), false) = (carrier, leg.ext_id, rtcp) {
+            carrier = session_id_from_rtp(packet, id).map_err(|_| ());
+        }
+        let here = SocketAddr::new(self.address, port);
+        let verified = match self.gate.check(src, here, carrier, packet) {
+            Verdict::Drop(r) => return Decision::Drop(RelayDrop::Gate(r)),
+            Verdict::Forward { verified, .. } => verified,
+        };
+        match leg.peer {
+            None => {
+                self.stats.no_route += 1;
+                return Decision::Drop(RelayDrop::NoRoute);
+            }
+            Some(p) if p != src => {
+                self.stats.wrong_source += 1;
+                return Decision::Drop(RelayDrop::WrongSource);
+            }
+            Some(_) => {}
+        }
+        let Some(dst) = leg.dst else {
+            self.stats.no_route += 1;
+            return Decision::Drop(RelayDrop::NoRoute);
+        };
+        self.stats.forwarded += 1;
+        if verified {
+            self.stats.verified += 1;
+        }
+        Decision::Forward {
+            out_port: leg.out_port,
+            dst,
+        }
+    }
+
+    /// Drops per reason, the gate's and the relay's.
+    pub fn drops(&self) -> Vec<(RelayDrop, u64)> {
+        let mut v: Vec<(RelayDrop, u64)> = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    RelayDrop::Gate(*r),
+                    self.gate.stats().dropped.get(r).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        v.push((RelayDrop::NoRoute, self.stats.no_route));
+        v.push((RelayDrop::WrongSource, self.stats.wrong_source));
+        v
+    }
+}
