@@ -43,7 +43,7 @@ impl PortPool {
     }
 
     pub fn release(&mut self, even: u16) {
-        if even % 2 == 0
+        if even.is_multiple_of(2)
             && even >= self.first
             && u32::from(even) + 1 < u32::from(self.first) + u32::from(self.count)
             && !self.free.contains(&even)

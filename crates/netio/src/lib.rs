@@ -35,6 +35,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
+pub mod portset;
 mod sys;
 
 /// The maximum length of IPv4 header options (RFC 791: header at most 60 bytes, 20 of them fixed).

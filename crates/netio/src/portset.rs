@@ -1,0 +1,651 @@
+//! A media relay's sockets: one UDP socket per port of a range on one IPv4 address, watched by
+//! one epoll instance (level-triggered), read with `recvmmsg` (with each datagram's IPv4
+//! options when asked) and written with `sendmmsg` (with per-datagram IPv4 options when the
+//! caller gives them). One thread drives it with [`PortSet::poll`]; what to do with each
+//! datagram is the caller's decision (a sans-I/O core), made in place in the receive buffer.
+//!
+//! Another thread can interrupt a `poll` with a [`Waker`] (an eventfd in the same epoll set),
+//! e.g. to have the caller apply control commands.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{check_options, classify_options_error, NetError, OptionsBuf, MAX_OPTIONS_LEN};
+
+/// Datagrams read per `recvmmsg` and written per `sendmmsg`.
+pub const BATCH: usize = 32;
+/// Room for one datagram (RTP/SRTP packets are far smaller; anything longer is truncated and
+/// dropped).
+pub const BUF_LEN: usize = 2048;
+const EVENTS: usize = 256;
+const WAKE_TOKEN: u64 = u64::MAX;
+
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Ctl([u8; 64]);
+
+/// One received datagram, for the caller to decide on.
+pub struct Datagram<'a> {
+    /// The relay port it arrived on.
+    pub port: u16,
+    pub src: SocketAddr,
+    /// Its IPv4 header options (empty without `IP_RECVOPTS` or when it had none).
+    pub options: &'a [u8],
+    /// The receive buffer: the datagram is `buf[..len]`; the caller may rewrite it in place
+    /// (up to [`BUF_LEN`] bytes) before sending it on.
+    pub buf: &'a mut [u8],
+    pub len: usize,
+}
+
+/// What to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Drop,
+    /// Send `buf[..len]` from the socket of `out_port` to `dst`, with `options` in its IPv4
+    /// header (empty: none).
+    Send {
+        out_port: u16,
+        dst: SocketAddrV4,
+        len: usize,
+        options: OptionsBuf,
+    },
+}
+
+/// Counters of the socket layer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PortSetStats {
+    pub received: u64,
+    pub sent: u64,
+    /// Datagrams not sent: the socket's send buffer was full, or the kernel refused them.
+    pub send_failed: u64,
+    /// Datagrams longer than [`BUF_LEN`] (dropped).
+    pub truncated: u64,
+    pub recv_calls: u64,
+    pub send_calls: u64,
+}
+
+/// Interrupts a [`PortSet::poll`] from another thread.
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a valid u64 to an eventfd we own; a full counter
+        // (EAGAIN) already means "woken".
+        let _ = unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                (&one as *const u64).cast(),
+                size_of::<u64>(),
+            )
+        };
+    }
+}
+
+/// What a [`PortSet::poll`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PollOutcome {
+    /// A [`Waker`] was used.
+    pub woken: bool,
+    pub received: usize,
+}
+
+/// The relay's sockets.
+pub struct PortSet {
+    ip: Ipv4Addr,
+    first: u16,
+    socks: Vec<OwnedFd>,
+    epfd: OwnedFd,
+    wake: Arc<OwnedFd>,
+    bufs: Vec<[u8; BUF_LEN]>,
+    names: Vec<libc::sockaddr_in>,
+    ctls: Vec<Ctl>,
+    out_names: Vec<libc::sockaddr_in>,
+    out_ctls: Vec<Ctl>,
+    pending: Vec<(usize, SocketAddrV4, usize, OptionsBuf, usize)>,
+    events: Vec<libc::epoll_event>,
+    stats: PortSetStats,
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortSet")
+            .field("ip", &self.ip)
+            .field("first", &self.first)
+            .field("ports", &self.socks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful system call that created it; nothing else
+    // owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is valid.
+    let mut s: libc::sockaddr_in = unsafe { zeroed() };
+    s.sin_family = libc::AF_INET as libc::sa_family_t;
+    s.sin_port = a.port().to_be();
+    s.sin_addr = libc::in_addr {
+        s_addr: u32::from(*a.ip()).to_be(),
+    };
+    s
+}
+
+fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)),
+        u16::from_be(s.sin_port),
+    )
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: a c_int option value and its size, on a socket we own.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+impl PortSet {
+    /// Binds `count` UDP sockets on `ip`, ports `first..first+count`. `recv_options`: ask for
+    /// each datagram's IPv4 options (`IP_RECVOPTS`). `buffer`: SO_RCVBUF/SO_SNDBUF per socket
+    /// (forced past the system cap when the process may).
+    pub fn bind(
+        ip: Ipv4Addr,
+        first: u16,
+        count: u16,
+        recv_options: bool,
+        buffer: usize,
+    ) -> Result<PortSet, NetError> {
+        if u32::from(first) + u32::from(count) > 65_536 || count == 0 {
+            return Err(NetError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("port range {first}+{count} does not fit"),
+            )));
+        }
+        // SAFETY: plain system calls creating descriptors we then own.
+        let epfd = owned(cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?);
+        let wake = owned(cvt(unsafe {
+            libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        })?);
+        let add = |fd: RawFd, token: u64| -> io::Result<()> {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: token,
+            };
+            // SAFETY: both descriptors are open; `ev` is a valid epoll_event.
+            cvt(unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+                .map(|_| ())
+        };
+        add(wake.as_raw_fd(), WAKE_TOKEN)?;
+        let mut socks = Vec::with_capacity(usize::from(count));
+        let buf = libc::c_int::try_from(buffer).unwrap_or(libc::c_int::MAX);
+        for i in 0..count {
+            let port = first + i;
+            // SAFETY: creates a socket descriptor we own.
+            let fd = owned(cvt(unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    0,
+                )
+            })?);
+            let raw = fd.as_raw_fd();
+            for (opt, force) in [
+                (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE),
+                (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE),
+            ] {
+                if buffer > 0 && setsockopt_int(raw, libc::SOL_SOCKET, force, buf).is_err() {
+                    let _ = setsockopt_int(raw, libc::SOL_SOCKET, opt, buf);
+                }
+            }
+            if recv_options {
+                setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_RECVOPTS, 1)?;
+            }
+            let sa = sockaddr(SocketAddrV4::new(ip, port));
+            // SAFETY: binding our socket to a valid sockaddr_in of the size given.
+            let rc = unsafe {
+                libc::bind(
+                    raw,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                return Err(NetError::Io(io::Error::new(
+                    e.kind(),
+                    format!("binding {ip}:{port}: {e}"),
+                )));
+            }
+            add(raw, u64::from(i))?;
+            socks.push(fd);
+        }
+        // SAFETY: sockaddr_in and the control buffers are plain data; zero is valid.
+        let zero_sa: libc::sockaddr_in = unsafe { zeroed() };
+        Ok(PortSet {
+            ip,
+            first,
+            socks,
+            epfd,
+            wake: Arc::new(wake),
+            bufs: vec![[0u8; BUF_LEN]; BATCH],
+            names: vec![zero_sa; BATCH],
+            ctls: vec![Ctl([0; 64]); BATCH],
+            out_names: vec![zero_sa; BATCH],
+            out_ctls: vec![Ctl([0; 64]); BATCH],
+            pending: Vec::with_capacity(BATCH),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+            stats: PortSetStats::default(),
+        })
+    }
+
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    pub fn first_port(&self) -> u16 {
+        self.first
+    }
+
+    pub fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.socks.is_empty()
+    }
+
+    pub fn stats(&self) -> PortSetStats {
+        self.stats
+    }
+
+    pub fn waker(&self) -> Waker {
+        Waker(self.wake.clone())
+    }
+
+    /// Sends one datagram from the socket of `port` (outside a poll: tests, probes).
+    pub fn send_from(
+        &mut self,
+        port: u16,
+        dst: SocketAddrV4,
+        data: &[u8],
+        options: &[u8],
+    ) -> Result<(), NetError> {
+        check_options(options)?;
+        let i = self.index(port).ok_or_else(|| {
+            NetError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("port {port} is not in the set"),
+            ))
+        })?;
+        let opts = OptionsBuf::from_slice(options).unwrap_or_default();
+        let n = data.len().min(BUF_LEN);
+        self.bufs[0][..n].copy_from_slice(&data[..n]);
+        self.pending.clear();
+        self.pending.push((i, dst, n, opts, 0));
+        let before = self.stats.send_failed;
+        self.flush();
+        if self.stats.send_failed > before {
+            return Err(classify_options_error(
+                options,
+                io::Error::other("sendmmsg failed"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn index(&self, port: u16) -> Option<usize> {
+        let i = usize::from(port.checked_sub(self.first)?);
+        (i < self.socks.len()).then_some(i)
+    }
+
+    /// Waits up to `timeout` (`None`: until something happens) for datagrams or a wake-up,
+    /// hands every datagram to `decide`, and sends what it says.
+    pub fn poll<F>(&mut self, timeout: Option<Duration>, mut decide: F) -> io::Result<PollOutcome>
+    where
+        F: FnMut(Datagram<'_>) -> Action,
+    {
+        let ms = match timeout {
+            None => -1,
+            Some(d) => libc::c_int::try_from(d.as_millis().max(u128::from(d > Duration::ZERO)))
+                .unwrap_or(libc::c_int::MAX),
+        };
+        // SAFETY: `events` is a valid buffer of EVENTS epoll_event entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS as libc::c_int,
+                ms,
+            )
+        };
+        let mut out = PollOutcome::default();
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(out);
+            }
+            return Err(e);
+        }
+        for k in 0..n as usize {
+            let token = self.events[k].u64;
+            if token == WAKE_TOKEN {
+                let mut v = 0u64;
+                // SAFETY: reading 8 bytes into a u64 from our nonblocking eventfd.
+                let _ = unsafe {
+                    libc::read(
+                        self.wake.as_raw_fd(),
+                        (&mut v as *mut u64).cast(),
+                        size_of::<u64>(),
+                    )
+                };
+                out.woken = true;
+                continue;
+            }
+            let Ok(i) = usize::try_from(token) else {
+                continue;
+            };
+            if i >= self.socks.len() {
+                continue;
+            }
+            out.received += self.read_socket(i, &mut decide);
+        }
+        Ok(out)
+    }
+
+    /// One `recvmmsg` on socket `i` (level-triggered epoll calls again if more are queued),
+    /// the decisions, one `sendmmsg` per run of datagrams leaving by the same socket.
+    #[allow(clippy::needless_range_loop)] // several parallel arrays share the index
+    fn read_socket<F>(&mut self, i: usize, decide: &mut F) -> usize
+    where
+        F: FnMut(Datagram<'_>) -> Action,
+    {
+        // SAFETY: mmsghdr/iovec are plain data; zero is valid and every pointer is set below.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        for j in 0..BATCH {
+            iovs[j] = libc::iovec {
+                iov_base: self.bufs[j].as_mut_ptr().cast(),
+                iov_len: BUF_LEN,
+            };
+            let h = &mut hdrs[j].msg_hdr;
+            h.msg_name = (&mut self.names[j] as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[j];
+            h.msg_iovlen = 1;
+            h.msg_control = self.ctls[j].0.as_mut_ptr().cast();
+            h.msg_controllen = self.ctls[j].0.len() as _;
+        }
+        self.stats.recv_calls += 1;
+        // SAFETY: `hdrs` holds BATCH valid headers whose buffers (names, iovecs pointing into
+        // `bufs`, control buffers) live in `self` and on this stack frame for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socks[i].as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return 0;
+        }
+        let n = n as usize;
+        self.stats.received += n as u64;
+        let port = self.first + i as u16;
+        self.pending.clear();
+        for j in 0..n {
+            let h = &hdrs[j].msg_hdr;
+            let len = hdrs[j].msg_len as usize;
+            if h.msg_flags & libc::MSG_TRUNC != 0 || len > BUF_LEN {
+                self.stats.truncated += 1;
+                continue;
+            }
+            let mut opts = [0u8; MAX_OPTIONS_LEN];
+            let mut olen = 0;
+            // SAFETY: walking the control messages the kernel wrote into our control buffer,
+            // with the length it reported, through the libc CMSG macros.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(h);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::IPPROTO_IP
+                        && ((*c).cmsg_type == libc::IP_OPTIONS
+                            || (*c).cmsg_type == libc::IP_RECVOPTS)
+                    {
+                        let data = libc::CMSG_DATA(c);
+                        let dlen = ((*c).cmsg_len as usize)
+                            .saturating_sub(libc::CMSG_LEN(0) as usize)
+                            .min(MAX_OPTIONS_LEN);
+                        std::ptr::copy_nonoverlapping(data, opts.as_mut_ptr(), dlen);
+                        olen = dlen;
+                    }
+                    c = libc::CMSG_NXTHDR(h, c);
+                }
+            }
+            let src = SocketAddr::V4(from_sockaddr(&self.names[j]));
+            let d = Datagram {
+                port,
+                src,
+                options: &opts[..olen],
+                buf: &mut self.bufs[j][..],
+                len,
+            };
+            if let Action::Send {
+                out_port,
+                dst,
+                len,
+                options,
+            } = decide(d)
+            {
+                if let Some(o) = self.index(out_port) {
+                    self.pending.push((o, dst, len.min(BUF_LEN), options, j));
+                } else {
+                    self.stats.send_failed += 1;
+                }
+            }
+        }
+        self.flush();
+        n
+    }
+
+    /// Sends `pending` (socket index, destination, length, options, buffer index), one
+    /// `sendmmsg` per run of the same socket.
+    #[allow(clippy::needless_range_loop)]
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending.sort_by_key(|p| p.0);
+        // SAFETY: as in read_socket: plain data, pointers set before use.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut start = 0;
+        while start < self.pending.len() {
+            let sock = self.pending[start].0;
+            let mut end = start;
+            while end < self.pending.len() && self.pending[end].0 == sock {
+                end += 1;
+            }
+            let count = end - start;
+            for k in 0..count {
+                let (_, dst, len, opts, b) = self.pending[start + k];
+                self.out_names[k] = sockaddr(dst);
+                iovs[k] = libc::iovec {
+                    iov_base: self.bufs[b].as_mut_ptr().cast(),
+                    iov_len: len,
+                };
+                let h = &mut hdrs[k].msg_hdr;
+                h.msg_name = (&mut self.out_names[k] as *mut libc::sockaddr_in).cast();
+                h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                h.msg_iov = &mut iovs[k];
+                h.msg_iovlen = 1;
+                h.msg_flags = 0;
+                if opts.is_empty() {
+                    h.msg_control = std::ptr::null_mut();
+                    h.msg_controllen = 0;
+                } else {
+                    let o = opts.as_slice();
+                    let ctl = &mut self.out_ctls[k].0;
+                    // SAFETY: building one control message (IP_RETOPTS with the option bytes)
+                    // inside our aligned 64-byte buffer; CMSG_SPACE(40) fits in it.
+                    unsafe {
+                        let space = libc::CMSG_SPACE(o.len() as u32) as usize;
+                        h.msg_control = ctl.as_mut_ptr().cast();
+                        h.msg_controllen = space as _;
+                        let c = libc::CMSG_FIRSTHDR(h);
+                        (*c).cmsg_level = libc::IPPROTO_IP;
+                        (*c).cmsg_type = libc::IP_RETOPTS;
+                        (*c).cmsg_len = libc::CMSG_LEN(o.len() as u32) as _;
+                        std::ptr::copy_nonoverlapping(o.as_ptr(), libc::CMSG_DATA(c), o.len());
+                    }
+                }
+            }
+            let mut done = 0;
+            while done < count {
+                self.stats.send_calls += 1;
+                // SAFETY: `hdrs[done..count]` are valid headers whose buffers live in `self`
+                // and on this stack frame for the call.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.socks[sock].as_raw_fd(),
+                        hdrs.as_mut_ptr().add(done),
+                        (count - done) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if r <= 0 {
+                    // The first datagram of the rest failed (buffer full, refused): drop it,
+                    // go on with the others.
+                    self.stats.send_failed += 1;
+                    done += 1;
+                } else {
+                    self.stats.sent += r as u64;
+                    done += r as usize;
+                }
+            }
+            start = end;
+        }
+        self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn free_range(n: u16) -> u16 {
+        // Ask the kernel for a free port and hope the next ones are free too; retried.
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        p.saturating_sub(n).max(20_000) & !1
+    }
+
+    fn bind(n: u16, opts: bool) -> PortSet {
+        for _ in 0..20 {
+            if let Ok(p) = PortSet::bind(Ipv4Addr::LOCALHOST, free_range(n), n, opts, 1 << 20) {
+                return p;
+            }
+        }
+        panic!("no free port range");
+    }
+
+    #[test]
+    fn forwards_between_ports_and_wakes() {
+        let mut set = bind(4, false);
+        let first = set.first_port();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let SocketAddr::V4(b_addr) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        for k in 0..5u8 {
+            a.send_to(&[k; 100], ("127.0.0.1", first)).unwrap();
+        }
+        let mut got = 0;
+        while got < 5 {
+            let o = set
+                .poll(Some(Duration::from_secs(2)), |d| {
+                    assert_eq!(d.port, first);
+                    assert_eq!(d.src, a.local_addr().unwrap());
+                    assert!(d.options.is_empty());
+                    d.buf[0] ^= 0xff; // rewritten in place
+                    Action::Send {
+                        out_port: first + 3,
+                        dst: b_addr,
+                        len: d.len,
+                        options: OptionsBuf::default(),
+                    }
+                })
+                .unwrap();
+            assert!(o.received > 0, "nothing received");
+            got += o.received;
+        }
+        let mut buf = [0u8; 200];
+        for k in 0..5u8 {
+            let (n, from) = b.recv_from(&mut buf).unwrap();
+            assert_eq!(n, 100);
+            assert_eq!(from.port(), first + 3);
+            assert_eq!(buf[0], k ^ 0xff);
+        }
+        assert_eq!(set.stats().sent, 5);
+        // A waker from another thread interrupts a poll without a timeout.
+        let w = set.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w.wake();
+        });
+        let o = set.poll(None, |_| Action::Drop).unwrap();
+        assert!(o.woken);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn per_datagram_ipv4_options_are_sent_and_received() {
+        let mut set = bind(4, true);
+        let first = set.first_port();
+        let opts = [0x9e, 10, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0];
+        let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, first + 2);
+        // Option 158 needs CAP_NET_RAW (tests run as root in CI).
+        set.send_from(first, dst, b"tagged", &opts).unwrap();
+        set.send_from(first, dst, b"plain", &[]).unwrap();
+        let mut seen: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        while seen.len() < 2 {
+            let o = set
+                .poll(Some(Duration::from_secs(2)), |d| {
+                    assert_eq!(d.port, first + 2);
+                    seen.push((d.buf[..d.len].to_vec(), d.options.to_vec()));
+                    Action::Drop
+                })
+                .unwrap();
+            assert!(o.received > 0, "nothing received");
+        }
+        assert_eq!(seen[0], (b"tagged".to_vec(), opts.to_vec()));
+        assert_eq!(seen[1], (b"plain".to_vec(), Vec::new()));
+    }
+}
