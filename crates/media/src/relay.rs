@@ -374,6 +374,7 @@ pub struct Relay {
     address: IpAddr,
     first_port: u16,
     legs: Vec<Option<Leg>>,
+    live: usize,
     gate: MediaGate,
     stats: RelayStats,
 }
@@ -404,6 +405,7 @@ impl Relay {
             address: cfg.address,
             first_port: cfg.first_port,
             legs: vec![None; usize::from(cfg.port_count)],
+            live: 0,
             gate: MediaGate::new(mode, sampling),
             stats: RelayStats::default(),
         }
@@ -419,7 +421,7 @@ impl Relay {
 
     /// Live legs.
     pub fn legs(&self) -> usize {
-        self.legs.iter().filter(|l| l.is_some()).count()
+        self.live
     }
 
     fn slot(&self, port: u16) -> Option<usize> {
@@ -431,6 +433,11 @@ impl Relay {
         match cmd {
             RelayCommand::Leg { port, leg } => {
                 let i = self.slot(port).ok_or(RelayError::PortOutOfRange(port))?;
+                match (self.legs[i].is_some(), leg.is_some()) {
+                    (false, true) => self.live += 1,
+                    (true, false) => self.live -= 1,
+                    _ => {}
+                }
                 self.legs[i] = leg;
             }
             RelayCommand::Arm(s) => self

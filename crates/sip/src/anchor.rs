@@ -84,6 +84,10 @@ pub trait MediaAnchor {
 
     /// The call is over (BYE, CANCEL, an INVITE that failed, expiry): release its media.
     fn call_ended(&mut self, now: Instant, call_id: &str);
+
+    /// The ACK of a 2xx crossed the proxy (`side` sent it): the dialog is confirmed, and every
+    /// proxy on the path has seen the answer it acknowledges.
+    fn acked(&mut self, _now: Instant, _call_id: &str, _side: Side) {}
 }
 
 /// Replaces the body of a SIP message (request or response), fixing Content-Length. The

@@ -276,7 +276,8 @@ impl ProxyConfig {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks a configuration built in code (from_toml calls it too).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listeners.is_empty() {
             return Err(invalid("listen", "at least one listener is needed"));
         }

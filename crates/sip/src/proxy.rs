@@ -1952,6 +1952,13 @@ impl ProxyCore {
                 _ => bytes,
             };
             self.out.push_back(Transmit { flow: out, bytes });
+            if msg.method() == Some("ACK") {
+                let side = self.side_of(msg);
+                let call_id = lossy(msg.call_id().unwrap_or_default());
+                if let Some(a) = self.anchor.as_mut() {
+                    a.acked(now, &call_id, side);
+                }
+            }
         } else {
             self.stats.dropped += 1;
         }
