@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod cert;
+mod gateway;
+mod media_thread;
 mod metrics_http;
 mod proxy;
 mod spg;
@@ -37,7 +39,11 @@ enum Command {
     },
     /// Registrar, location service and stateful SIP proxy (UDP, TCP, TLS) with digest auth.
     Proxy(proxy::ProxyArgs),
-    /// Service-provider gateway: key escrow server (media relay to come).
+    /// Enterprise voice gateway: its users' calls go to the provider in SRTP with keys it
+    /// escrows (key_update), every datagram tagged with the session_ID.
+    Gateway(gateway::GatewayArgs),
+    /// Service-provider gateway: SIP proxy, key escrow server and the media relay that drops
+    /// unescrowed media and verifies the escrowed keys are the ones used.
     Spg(spg::SpgArgs),
     /// A small SIP user agent: register, call, answer, hang up; WAV audio as G.711 in SRTP.
     Ua(ua::UaArgs),
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Srtp { command } => srtp_cmd::run(command),
         Command::Cert { command } => cert::run(command),
         Command::Proxy(args) => proxy::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Spg(args) => spg::run(args),
         Command::Ua(args) => ua::run(args),
     };

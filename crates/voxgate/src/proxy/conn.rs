@@ -73,6 +73,24 @@ pub(crate) fn tls_configs(
     })
 }
 
+/// Connects to `remote` from the listener's address `local` (unless it is a wildcard), so
+/// that the peer sees the address the proxy puts in Via and Record-Route (and a trunk peer
+/// knows it by that address).
+pub(crate) async fn connect_from(
+    local: std::net::IpAddr,
+    remote: std::net::SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let sock = if remote.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if !local.is_unspecified() && local.is_ipv4() == remote.is_ipv4() {
+        sock.bind(std::net::SocketAddr::new(local, 0))?;
+    }
+    sock.connect(remote).await
+}
+
 /// Connection counts shared by the accept tasks and the core's task.
 pub(crate) struct ConnLimits {
     total: AtomicUsize,
@@ -416,14 +434,15 @@ impl Connections {
         tokio::spawn(async move {
             let _slot = slot;
             let hs = secs(cfg.handshake_timeout_secs);
-            let tcp = match tokio::time::timeout(hs, TcpStream::connect(flow.remote)).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    tracing::info!(remote = %flow.remote, "outbound connection failed");
-                    let _ = events.send(Event::Closed { flow, failed: true }).await;
-                    return;
-                }
-            };
+            let tcp =
+                match tokio::time::timeout(hs, connect_from(flow.local.ip(), flow.remote)).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        tracing::info!(remote = %flow.remote, "outbound connection failed");
+                        let _ = events.send(Event::Closed { flow, failed: true }).await;
+                        return;
+                    }
+                };
             let _ = tcp.set_nodelay(true);
             let failed = match connector {
                 Some(c) => {

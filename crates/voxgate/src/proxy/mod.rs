@@ -9,7 +9,7 @@
 //!   timeout bound what a peer can hold.
 //! - Metrics in Prometheus text format on `GET /metrics` when `[metrics] address` is set.
 
-mod conn;
+pub(crate) mod conn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -107,7 +107,29 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(serve(cfg, tls))
 }
 
-async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Result<ExitCode> {
+/// A SIP core running in its task: the addresses its listeners bound and the channel to it.
+pub(crate) struct SipNode {
+    pub bound: Vec<(TransportKind, SocketAddr)>,
+    pub events: mpsc::Sender<Event>,
+}
+
+impl SipNode {
+    /// The core's metrics (Prometheus text), asked through its task.
+    pub async fn metrics(&self) -> Option<String> {
+        let (otx, orx) = oneshot::channel();
+        self.events.send(Event::Metrics(otx)).await.ok()?;
+        orx.await.ok()
+    }
+}
+
+/// Binds the listeners of `cfg` and builds the core (with `anchor`, if given, for the SDP it
+/// forwards). Returns the node and the core's loop, for the caller to run (it runs until the
+/// runtime stops).
+pub(crate) async fn start_sip(
+    cfg: &ProxyConfig,
+    tls: Option<conn::TlsConfigs>,
+    anchor: Option<Box<dyn voxgate_sip::anchor::MediaAnchor + Send>>,
+) -> anyhow::Result<(SipNode, impl std::future::Future<Output = ()>)> {
     let (tx, mut rx) = mpsc::channel::<Event>(8192);
     let limits = Arc::new(ConnLimits::new(&cfg.limits));
     let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
@@ -173,25 +195,62 @@ async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Resul
             }
         }
     }
+    let mut core =
+        ProxyCore::new(cfg, bound.clone(), Instant::now()).context("starting the proxy core")?;
+    if let Some(a) = anchor {
+        core.set_anchor(a);
+    }
+    let mut conns = Connections::new(
+        tx.clone(),
+        limits.clone(),
+        cfg.limits.clone(),
+        tls.as_ref().and_then(|t| t.connector.clone()),
+    );
+    let run = async move {
+        loop {
+            let deadline = core.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    handle(&mut core, &mut conns, ev);
+                    // Take what else is queued before sending, so bursts are cheap.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(ev) => handle(&mut core, &mut conns, ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep => core.handle_timeout(Instant::now()),
+            }
+            flush(&mut core, &mut conns, &udp);
+        }
+    };
+    Ok((SipNode { bound, events: tx }, run))
+}
+
+async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Result<ExitCode> {
+    let (node, core_loop) = start_sip(&cfg, tls, None).await?;
+    let node = Arc::new(node);
     let mut metrics_addr = None;
     if let Some(m) = &cfg.metrics {
         let l = TcpListener::bind(m.address)
             .await
             .with_context(|| format!("binding the metrics endpoint {}", m.address))?;
         metrics_addr = Some(l.local_addr()?);
-        let tx = tx.clone();
+        let node = node.clone();
         tokio::spawn(crate::metrics_http::serve(l, move || {
-            let tx = tx.clone();
-            async move {
-                let (otx, orx) = oneshot::channel();
-                tx.send(Event::Metrics(otx)).await.ok()?;
-                orx.await.ok()
-            }
+            let node = node.clone();
+            async move { node.metrics().await }
         }));
     }
-    let mut core =
-        ProxyCore::new(&cfg, bound.clone(), Instant::now()).context("starting the proxy core")?;
-    for (t, a) in &bound {
+    for (t, a) in &node.bound {
         println!("listening {} {a}", format!("{t:?}").to_lowercase());
     }
     if let Some(a) = metrics_addr {
@@ -200,43 +259,10 @@ async fn serve(cfg: ProxyConfig, tls: Option<conn::TlsConfigs>) -> anyhow::Resul
     println!("ready");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    tracing::info!(listeners = ?bound, domains = cfg.domains.len(), "voxgate proxy ready");
-
-    let mut conns = Connections::new(
-        tx.clone(),
-        limits.clone(),
-        cfg.limits.clone(),
-        tls.as_ref().and_then(|t| t.connector.clone()),
-    );
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
-    loop {
-        let deadline = core.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                handle(&mut core, &mut conns, ev);
-                // Take what else is queued before sending, so bursts are cheap.
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(ev) => handle(&mut core, &mut conns, ev),
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = sleep => core.handle_timeout(Instant::now()),
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                break;
-            }
-        }
-        flush(&mut core, &mut conns, &udp);
+    tracing::info!(listeners = ?node.bound, domains = cfg.domains.len(), "voxgate proxy ready");
+    tokio::select! {
+        _ = core_loop => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
     }
     Ok(ExitCode::SUCCESS)
 }

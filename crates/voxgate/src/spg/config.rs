@@ -15,8 +15,12 @@ use voxgate_escrow::seal::AuthorityPublicKey;
 pub struct SpgConfig {
     pub escrow: EscrowSection,
     pub tls: TlsSection,
+    pub sip: Option<SipSection>,
+    pub media: Option<MediaSection>,
     #[serde(rename = "gateway", default)]
     pub gateways: Vec<GatewaySection>,
+    #[serde(rename = "peer", default)]
+    pub peers: Vec<PeerSection>,
     pub authority: AuthoritySection,
     pub store: StoreSection,
     pub metrics: Option<MetricsSection>,
@@ -45,6 +49,85 @@ pub struct EscrowSection {
     /// Escrow connections open at once (all gateways).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How a key_update's party is checked: "sip" (default): the gateway must be a party to
+    /// that call through this SPG's proxy, and the streams its media paths; "none": any
+    /// registered gateway may escrow any Call-ID (an escrow-only node with no SIP of its own).
+    #[serde(default)]
+    pub party_check: PartyCheck,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartyCheck {
+    #[default]
+    Sip,
+    None,
+}
+
+/// `[sip]`: the SPG's SIP proxy for its gateways' domains (TLS only: SDES keys cross it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSection {
+    /// TLS listener addresses.
+    pub listen: Vec<SocketAddr>,
+    /// The encryption policy calls through the SPG must meet ("off": the gateways decide).
+    #[serde(default = "default_sip_policy")]
+    pub encryption: voxgate_sip::config::PolicyName,
+}
+
+fn default_sip_policy() -> voxgate_sip::config::PolicyName {
+    voxgate_sip::config::PolicyName::Off
+}
+
+/// `[media]`: the relay media is anchored in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// The relay's IPv4 address (bound, and written into the SDP).
+    pub address: std::net::Ipv4Addr,
+    /// First port and number of ports (two pairs per call stream).
+    pub first_port: u16,
+    pub port_count: u16,
+    /// "source-based" (default): datagrams from the registered gateways must carry a valid
+    /// session_ID; "global": every RTP datagram must.
+    #[serde(default)]
+    pub mode: GateMode,
+    /// Tags verified: every packet (`verify_first = 0, verify_one_in = 1`, the default), or
+    /// the first N packets of a stream then one in K.
+    #[serde(default)]
+    pub verify_first: u64,
+    #[serde(default = "one")]
+    pub verify_one_in: u64,
+    /// Kernel buffer of each relay socket.
+    #[serde(default = "default_media_buffer")]
+    pub socket_buffer_bytes: usize,
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_media_buffer() -> usize {
+    256 * 1024
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateMode {
+    #[default]
+    SourceBased,
+    Global,
+}
+
+/// `[[peer]]`: another provider's SPG (its domains are routed to it; its requests are
+/// trusted for those domains).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    pub domains: Vec<String>,
+    /// Its SIP address, e.g. `sip:192.0.2.2:5061;transport=tls`.
+    pub sip: String,
 }
 
 fn default_idle() -> u64 {
@@ -73,8 +156,15 @@ pub struct TlsSection {
 pub struct GatewaySection {
     /// Must equal a DNS name (subjectAltName) of the gateway's client certificate.
     pub name: String,
-    /// The gateway's IP addresses: escrow connections from any other address are refused.
+    /// The gateway's IP addresses: escrow connections (and SIP requests, and media) from any
+    /// other address are refused.
     pub addresses: Vec<IpAddr>,
+    /// The domains whose users are behind this gateway (calls to them are routed to it; it
+    /// may place calls only from them). Needed with `[sip]`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Its SIP address, e.g. `sip:192.0.2.11:5061;transport=tls`. Needed with `[sip]`.
+    pub sip: Option<String>,
 }
 
 /// `[authority]`: the lawful-intercept authority's public key, to which keys are sealed.
@@ -91,14 +181,16 @@ pub struct AuthoritySection {
 pub struct StoreSection {
     pub sqlite: Option<PathBuf>,
     pub postgres: Option<String>,
+    /// With `postgres`: the PostgreSQL schema the table lives in (default: the search path).
+    pub postgres_schema: Option<String>,
 }
 
 /// Where the key store is, resolved.
 #[derive(Debug, Clone)]
 pub enum StoreLocation {
     Sqlite(PathBuf),
-    /// A libpq-style connection string (may hold a password: never logged).
-    Postgres(String),
+    /// A libpq-style connection string (may hold a password: never logged), and a schema.
+    Postgres(String, Option<String>),
 }
 
 /// The configuration checked, with relative paths resolved against the file's directory.
@@ -112,6 +204,10 @@ pub struct Loaded {
     pub authority: AuthorityPublicKey,
     pub store: StoreLocation,
     pub metrics: Option<std::net::SocketAddr>,
+    /// The SIP proxy's configuration, derived from `[sip]`, `[[gateway]]` and `[[peer]]`.
+    pub sip: Option<voxgate_sip::config::ProxyConfig>,
+    pub media: Option<MediaSection>,
+    pub peers: Vec<PeerSection>,
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -164,13 +260,43 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         .public_key
         .parse()
         .context("authority.public_key")?;
-    let store = match (c.store.sqlite, c.store.postgres) {
+    let store = match (c.store.sqlite.clone(), c.store.postgres.clone()) {
         (Some(p), None) => StoreLocation::Sqlite(resolve(base, &p)),
-        (None, Some(s)) => StoreLocation::Postgres(s),
+        (None, Some(s)) => StoreLocation::Postgres(s, c.store.postgres_schema.clone()),
         (Some(_), Some(_)) => bail!("store: give either store.sqlite or store.postgres, not both"),
         (None, None) => bail!("store: store.sqlite or store.postgres is needed"),
     };
+    let sip = match (&c.sip, &c.media) {
+        (Some(sip), Some(_)) => Some(proxy_config(&c, sip, base)?),
+        (None, None) => {
+            if c.escrow.party_check == PartyCheck::Sip {
+                bail!("escrow.party_check = \"sip\" needs [sip] and [media] (or set party_check = \"none\" for an escrow-only node)");
+            }
+            if !c.peers.is_empty() {
+                bail!("peer: [[peer]] needs [sip]");
+            }
+            None
+        }
+        (Some(_), None) => {
+            bail!("media: [sip] needs [media] (media is anchored in the SPG's relay)")
+        }
+        (None, Some(_)) => bail!("sip: [media] needs [sip]"),
+    };
+    if let Some(m) = &c.media {
+        if m.port_count < 4 {
+            bail!("media.port_count: at least 4 (two port pairs per call stream)");
+        }
+        if u32::from(m.first_port) + u32::from(m.port_count) > 65_536 || m.first_port < 1024 {
+            bail!("media.first_port + media.port_count: must lie within 1024..=65535");
+        }
+        if m.verify_one_in == 0 {
+            bail!("media.verify_one_in: at least 1 (1: every packet)");
+        }
+    }
     Ok(Loaded {
+        sip,
+        media: c.media.clone(),
+        peers: c.peers.clone(),
         escrow: c.escrow,
         cert: resolve(base, &c.tls.cert),
         key: resolve(base, &c.tls.key),
@@ -180,6 +306,85 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         store,
         metrics: c.metrics.map(|m| m.address),
     })
+}
+
+/// The proxy configuration of the SPG: TLS listeners, no local users, a route per gateway and
+/// peer domain, the gateways and peers as trusted peers for their domains.
+fn proxy_config(
+    c: &SpgConfig,
+    sip: &SipSection,
+    base: &Path,
+) -> anyhow::Result<voxgate_sip::config::ProxyConfig> {
+    use voxgate_sip::config::{Listen, ProxyConfig, Route, Tls, TransportKind, Trusted};
+    if sip.listen.is_empty() {
+        bail!("sip.listen: at least one address");
+    }
+    let mut routes = Vec::new();
+    let mut trusted = Vec::new();
+    for (i, g) in c.gateways.iter().enumerate() {
+        let Some(uri) = &g.sip else {
+            bail!("gateway[{i}].sip: needed with [sip] (the gateway's SIP address)");
+        };
+        if g.domains.is_empty() {
+            bail!(
+                "gateway[{i}].domains: needed with [sip] (the domains behind {})",
+                g.name
+            );
+        }
+        for d in &g.domains {
+            routes.push(Route {
+                domain: d.clone(),
+                next_hop: uri.clone(),
+                encryption: Some(sip.encryption),
+            });
+        }
+        trusted.push(Trusted {
+            name: g.name.clone(),
+            addresses: g.addresses.clone(),
+            domains: g.domains.clone(),
+        });
+    }
+    for (i, p) in c.peers.iter().enumerate() {
+        if p.domains.is_empty() || p.addresses.is_empty() {
+            bail!("peer[{i}]: domains and addresses are needed");
+        }
+        for d in &p.domains {
+            routes.push(Route {
+                domain: d.clone(),
+                next_hop: p.sip.clone(),
+                encryption: Some(sip.encryption),
+            });
+        }
+        trusted.push(Trusted {
+            name: p.name.clone(),
+            addresses: p.addresses.clone(),
+            domains: p.domains.clone(),
+        });
+    }
+    let cfg = ProxyConfig {
+        listeners: sip
+            .listen
+            .iter()
+            .map(|a| Listen {
+                transport: TransportKind::Tls,
+                address: *a,
+            })
+            .collect(),
+        tls: Some(Tls {
+            cert: resolve(base, &c.tls.cert),
+            key: resolve(base, &c.tls.key),
+            client_ca: Some(resolve(base, &c.tls.client_ca)),
+        }),
+        domains: Vec::new(),
+        routes,
+        trusted,
+        auth: Default::default(),
+        limits: Default::default(),
+        metrics: None,
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("[sip], [[gateway]], [[peer]]: {e}"))?;
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -192,6 +397,7 @@ mod tests {
         format!(
             r#"[escrow]
 listen = "127.0.0.1:0"
+party_check = "none"
 [tls]
 cert = "certs/server.pem"
 key = "certs/server.key"
@@ -238,6 +444,35 @@ public_key = "{PK}"
         );
         let e = load(&no_gw, Path::new(".")).unwrap_err();
         assert!(format!("{e:#}").contains("gateway"), "{e:#}");
+    }
+
+    #[test]
+    fn the_sip_side_needs_its_sections_and_the_party_check_needs_sip() {
+        let escrow_only = text("sqlite = \"k.db\"");
+        let e = load(
+            &escrow_only.replace("party_check = \"none\"\n", ""),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("party_check"), "{e:#}");
+        let with_sip = escrow_only.replace(
+            "party_check = \"none\"\n",
+            "[sip]\nlisten = [\"127.0.0.1:5061\"]\n[media]\naddress = \"127.0.0.1\"\nfirst_port = 20000\nport_count = 100\n",
+        );
+        // The gateway has no SIP address nor domains yet.
+        let e = load(&with_sip, Path::new(".")).unwrap_err();
+        assert!(format!("{e:#}").contains("gateway[0].sip"), "{e:#}");
+        let full = with_sip.replace(
+            "addresses = [\"127.0.0.1\"]\n",
+            "addresses = [\"127.0.0.1\"]\ndomains = [\"a.example\"]\nsip = \"sip:127.0.0.11:5061;transport=tls\"\n",
+        );
+        let l = load(&full, Path::new("/etc/spg")).unwrap();
+        let sip = l.sip.unwrap();
+        assert_eq!(sip.routes[0].domain, "a.example");
+        assert_eq!(sip.trusted[0].name, "gw1.a.example");
+        let bad = full.replace("port_count = 100", "port_count = 2");
+        let e = load(&bad, Path::new(".")).unwrap_err();
+        assert!(format!("{e:#}").contains("media.port_count"), "{e:#}");
     }
 
     #[test]

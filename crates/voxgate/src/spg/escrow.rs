@@ -31,6 +31,7 @@ use voxgate_escrow::seal::AuthorityPublicKey;
 use voxgate_escrow::server::{EscrowServer, Event, ServerConfig, Session};
 use voxgate_escrow::wire::{ErrorCode, ErrorReply, Message, WireError};
 use voxgate_keystore::{seal_session, KeyStore, StoredSession};
+use voxgate_media::relay::{CallTable, RelayCommand};
 use zeroize::Zeroizing;
 
 use super::config::Loaded;
@@ -67,6 +68,13 @@ pub(crate) struct Escrow {
     gateways: HashSet<String>,
     unsaved: VecDeque<StoreOp>,
     pub metrics: std::sync::Arc<super::metrics::Metrics>,
+    /// The calls through the SPG's proxy (`None`: an escrow-only node, see
+    /// `escrow.party_check`).
+    calls: Option<Arc<std::sync::Mutex<CallTable>>>,
+    /// The media relay, whose gate is armed with each escrowed session.
+    relay: Option<super::relay::RelayHandle>,
+    /// Sessions escrowed whose records are not stored yet: armed in the relay once they are.
+    to_arm: Vec<u64>,
 }
 
 impl Escrow {
@@ -104,9 +112,24 @@ impl Escrow {
                     .collect(),
                 unsaved: VecDeque::new(),
                 metrics: Default::default(),
+                calls: None,
+                relay: None,
+                to_arm: Vec::new(),
             },
             n,
         ))
+    }
+
+    /// Checks key_updates against the SPG's calls and arms the relay's gate with what is
+    /// escrowed.
+    pub fn with_media(
+        mut self,
+        calls: Arc<std::sync::Mutex<CallTable>>,
+        relay: super::relay::RelayHandle,
+    ) -> Self {
+        self.calls = Some(calls);
+        self.relay = Some(relay);
+        self
     }
 
     /// Writes what is owed to the store, in order; false if some is still owed.
@@ -153,19 +176,24 @@ impl Escrow {
         if !self.flush() {
             return unavailable("key store unavailable");
         }
-        // The party check: for now any registered gateway may escrow any call. The SIP side
-        // (the SPG's proxy, to come) will supply the real check: the gateway must be a party
-        // to the dialog of that Call-ID.
+        self.arm_stored();
+        // The party check: with the SPG's proxy, the gateway must be a party to that call and
+        // the streams its media paths through the relay; an escrow-only node can only check
+        // that the gateway is registered.
         let gateways = &self.gateways;
-        let reply = self
-            .server
-            .handle(now_ms, gateway, frame, msg, |_k, gw| {
-                if gateways.contains(&gw.to_ascii_lowercase()) {
-                    Ok(())
-                } else {
-                    Err("not a registered gateway".into())
-                }
-            });
+        let calls = self.calls.clone();
+        let reply = self.server.handle(now_ms, gateway, frame, msg, |k, gw| {
+            if !gateways.contains(&gw.to_ascii_lowercase()) {
+                return Err("not a registered gateway".into());
+            }
+            match &calls {
+                Some(c) => c
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .check_key_update(gw, k),
+                None => Ok(()),
+            }
+        });
         for ev in self.server.take_events() {
             match ev {
                 Event::Escrowed {
@@ -175,6 +203,8 @@ impl Escrow {
                     generation,
                 } => {
                     self.unsaved.push_back(StoreOp::Seal { session_id });
+                    // The gate is armed once the record is stored (below).
+                    self.to_arm.push(session_id);
                     let c = if generation == 0 {
                         &self.metrics.escrowed
                     } else {
@@ -190,6 +220,9 @@ impl Escrow {
                     );
                 }
                 Event::Ended { session_id } => {
+                    if let Some(r) = &self.relay {
+                        r.send(RelayCommand::Disarm(session_id));
+                    }
                     self.unsaved.push_back(StoreOp::End {
                         session_id,
                         ended_ms: now_ms,
@@ -216,7 +249,17 @@ impl Escrow {
         if !self.flush() {
             return unavailable("key store unavailable");
         }
+        self.arm_stored();
         reply
+    }
+
+    /// Arms the relay's gate with the sessions whose records are now stored.
+    fn arm_stored(&mut self) {
+        for id in std::mem::take(&mut self.to_arm) {
+            if let (Some(r), Some(s)) = (&self.relay, self.server.session(id)) {
+                r.send(RelayCommand::Arm(Box::new(s.clone())));
+            }
+        }
     }
 }
 

@@ -1,24 +1,35 @@
-//! `voxgate spg`: the service-provider gateway. Today its escrow side: gateways escrow their
-//! calls' SRTP keys over mutual TLS (docs/escrow-protocol.md), the keys are sealed to the
-//! lawful-intercept authority and stored before the reply is sent. The media relay (the
-//! per-datagram `gate`) comes next.
+//! `voxgate spg`: the service-provider gateway, three parts in one process:
 //!
-//! A thin driver: `voxgate_escrow::server::EscrowServer` decides, one thread owns it with the
-//! key store (escrow.rs), a tokio task per connection frames requests and talks to it over a
-//! channel.
+//! - **SIP proxy** for its gateways' domains (the proxy driver of `voxgate proxy` with a
+//!   `voxgate_media::relay::RelayAnchor`): calls are routed to the gateway or peer SPG that
+//!   serves the callee's domain, trusted peers are known by address, and every SDP body is
+//!   rewritten so that media flows through the relay;
+//! - **escrow server**: gateways escrow their calls' SRTP keys over mutual TLS
+//!   (docs/escrow-protocol.md); a key_update is accepted only from a party to the call for the
+//!   call's media paths; the keys are sealed to the lawful-intercept authority and stored
+//!   before the reply is sent, then the relay's gate is armed with them;
+//! - **media relay** (relay.rs): one thread over the relay's ports that checks every datagram
+//!   (session_ID carrier, 5-tuple, SRTP tag with the escrowed key) before forwarding it.
+//!
+//! Thin drivers: `EscrowServer` decides, one thread owns it with the key store (escrow.rs), a
+//! tokio task per connection frames requests; `ProxyCore` and `Relay` decide for SIP and media.
 
 mod config;
 mod escrow;
 mod metrics;
+mod relay;
+
+pub(crate) use escrow::wall_ms;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use voxgate_keystore::{KeyStore, PgStore, SqliteStore};
+use voxgate_media::relay::{CallTable, RelayAnchor};
 
 use config::StoreLocation;
 
@@ -46,13 +57,31 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("configuration {}", args.config.display()))?;
     let acceptor = escrow::tls_acceptor(&cfg)
         .with_context(|| format!("configuration {}", args.config.display()))?;
+    let sip_tls = match &cfg.sip {
+        Some(sip) => {
+            let t = sip.tls.as_ref().context("[sip] needs TLS")?;
+            Some(
+                crate::proxy::conn::tls_configs(&t.cert, &t.key, t.client_ca.as_deref())
+                    .with_context(|| format!("configuration {}", args.config.display()))?,
+            )
+        }
+        None => None,
+    };
     if args.check_config {
         println!(
-            "configuration OK: {} gateway(s), store {}",
+            "configuration OK: {} gateway(s), {} peer(s), {}, store {}",
             cfg.gateways.len(),
+            cfg.peers.len(),
+            match &cfg.media {
+                Some(m) => format!(
+                    "media relay {}:{}+{}",
+                    m.address, m.first_port, m.port_count
+                ),
+                None => "escrow only".into(),
+            },
             match &cfg.store {
                 StoreLocation::Sqlite(_) => "sqlite",
-                StoreLocation::Postgres(_) => "postgres",
+                StoreLocation::Postgres(..) => "postgres",
             }
         );
         return Ok(ExitCode::SUCCESS);
@@ -62,7 +91,13 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
         StoreLocation::Sqlite(p) => {
             Box::new(SqliteStore::open(p).with_context(|| format!("store.sqlite {}", p.display()))?)
         }
-        StoreLocation::Postgres(s) => Box::new(PgStore::connect(s).context("store.postgres")?),
+        StoreLocation::Postgres(s, None) => {
+            Box::new(PgStore::connect(s).context("store.postgres")?)
+        }
+        StoreLocation::Postgres(s, Some(schema)) => Box::new(
+            PgStore::connect_in_schema(s, schema)
+                .context("store.postgres, store.postgres_schema")?,
+        ),
     };
     let (escrow, restored) = escrow::Escrow::open(
         store,
@@ -76,6 +111,27 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
             "live sessions restored without keys: their gateways must rekey"
         );
     }
+    // The media relay and the call table the escrow checks key_updates against.
+    let media = match &cfg.media {
+        Some(m) => {
+            let gateways = cfg
+                .gateways
+                .iter()
+                .flat_map(|g| g.addresses.iter().map(|a| a.to_canonical()))
+                .collect();
+            let (handle, relay_metrics, thread) = relay::start(m, gateways)?;
+            let calls = Arc::new(Mutex::new(CallTable::new(std::net::IpAddr::V4(m.address))));
+            Some((handle, relay_metrics, thread, calls))
+        }
+        None => {
+            tracing::warn!("no [sip]/[media]: escrow-only node (party_check = \"none\")");
+            None
+        }
+    };
+    let escrow = match &media {
+        Some((handle, _, _, calls)) => escrow.with_media(calls.clone(), handle.clone()),
+        None => escrow,
+    };
     let metrics = escrow.metrics.clone();
     let (tx, rx) = mpsc::channel::<escrow::Request>(1024);
     let core = std::thread::Builder::new()
@@ -87,12 +143,23 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let cfg = Arc::new(cfg);
-    let result = rt.block_on(serve(cfg, acceptor, tx, metrics));
+    let media_parts = media
+        .as_ref()
+        .map(|(h, m, _, calls)| (h.clone(), m.clone(), calls.clone()));
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&rt, serve(cfg, acceptor, tx, metrics, sip_tls, media_parts));
+    drop(local);
     // Dropping the runtime drops the connections' senders: the escrow thread then ends, and
     // the store is closed after its last write.
     drop(rt);
     if core.join().is_err() {
         anyhow::bail!("the escrow thread panicked");
+    }
+    if let Some((handle, _, thread, _)) = media {
+        handle.stop();
+        if thread.join().is_err() {
+            anyhow::bail!("the relay thread panicked");
+        }
     }
     result
 }
@@ -102,6 +169,12 @@ async fn serve(
     acceptor: tokio_rustls::TlsAcceptor,
     tx: mpsc::Sender<escrow::Request>,
     metrics: Arc<metrics::Metrics>,
+    sip_tls: Option<crate::proxy::conn::TlsConfigs>,
+    media: Option<(
+        relay::RelayHandle,
+        Arc<relay::RelayMetrics>,
+        Arc<Mutex<CallTable>>,
+    )>,
 ) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(cfg.escrow.listen)
         .await
@@ -115,14 +188,51 @@ async fn serve(
         metrics.clone(),
     ));
     println!("listening escrow {local}");
+    // The SIP proxy with the relay as its media anchor.
+    let mut sip = None;
+    if let (Some(pcfg), Some((handle, _, calls)), Some(m)) = (&cfg.sip, &media, &cfg.media) {
+        let h = handle.clone();
+        let anchor = RelayAnchor::new(
+            relay::relay_config(m),
+            calls.clone(),
+            Box::new(move |cmd| h.send(cmd)),
+        );
+        let (node, core_loop) = crate::proxy::start_sip(pcfg, sip_tls, Some(Box::new(anchor)))
+            .await
+            .context("starting the SIP proxy")?;
+        for (t, a) in &node.bound {
+            println!("listening {} {a}", format!("{t:?}").to_lowercase());
+        }
+        println!(
+            "listening media {}:{}-{}",
+            m.address,
+            m.first_port,
+            u32::from(m.first_port) + u32::from(m.port_count) - 1
+        );
+        tokio::task::spawn_local(core_loop);
+        sip = Some(Arc::new(node));
+    }
     if let Some(addr) = cfg.metrics {
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics.address {addr}"))?;
         println!("listening metrics {}", l.local_addr()?);
-        tokio::spawn(crate::metrics_http::serve(l, move || {
+        let relay_metrics = media.as_ref().map(|(_, m, _)| m.clone());
+        let sip = sip.clone();
+        tokio::task::spawn_local(crate::metrics_http::serve(l, move || {
             let m = metrics.clone();
-            async move { Some(m.render()) }
+            let r = relay_metrics.clone();
+            let sip = sip.clone();
+            async move {
+                let mut out = m.render();
+                if let Some(r) = r {
+                    out.push_str(&r.render());
+                }
+                if let Some(s) = sip {
+                    out.push_str(&s.metrics().await.unwrap_or_default());
+                }
+                Some(out)
+            }
         }));
     }
     println!("ready");

@@ -6,7 +6,7 @@
 mod g711;
 mod media;
 mod sip_ua;
-mod transport;
+pub(crate) mod transport;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
