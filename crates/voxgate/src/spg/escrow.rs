@@ -101,6 +101,10 @@ impl Escrow {
                 created_ms: s.created_ms,
             });
         }
+        let metrics: Arc<super::metrics::Metrics> = Default::default();
+        metrics
+            .live_sessions
+            .store(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok((
             Escrow {
                 server,
@@ -111,7 +115,7 @@ impl Escrow {
                     .map(|g| g.to_ascii_lowercase())
                     .collect(),
                 unsaved: VecDeque::new(),
-                metrics: Default::default(),
+                metrics,
                 calls: None,
                 relay: None,
                 to_arm: Vec::new(),
