@@ -35,6 +35,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
+pub mod plane;
 pub mod portset;
 mod sys;
 

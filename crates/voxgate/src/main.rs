@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cert;
 mod gateway;
-mod media_thread;
 mod metrics_http;
 mod proxy;
 mod spg;

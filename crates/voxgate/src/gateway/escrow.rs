@@ -20,7 +20,7 @@ use voxgate_escrow::client::{ClientEvent, EscrowClient, RetryPolicy};
 use voxgate_escrow::wire::StreamKey;
 use voxgate_media::bridge::{BridgeCommand, EscrowRequest};
 
-use crate::media_thread::Handle;
+use voxgate_netio::plane::Handle;
 use crate::spg::wall_ms;
 
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@
 //!   authentication, the inside encryption policy), with every call to another domain routed
 //!   to the provider's SPG over TLS, and the SPG trusted for calls coming in;
 //! - **media**: a `voxgate_media::bridge::BridgeAnchor` behind the proxy re-keys every call's
-//!   SDP, and the bridge thread (`crate::media_thread` over a `PortSet`) decrypts, re-encrypts
+//!   SDP, and the bridge thread (`voxgate_netio::plane` over a `PortSet`) decrypts, re-encrypts
 //!   and tags every datagram with the call's session_ID (IPv4 option 158, or the RTP header
 //!   extension), holding outward media until the call is escrowed;
 //! - **escrow** (escrow.rs): the keys of each call, both directions, go to the SPG in
@@ -97,7 +97,7 @@ struct BridgePlane {
     metrics: Arc<BridgeMetrics>,
 }
 
-impl crate::media_thread::Plane for BridgePlane {
+impl voxgate_netio::plane::Plane for BridgePlane {
     type Command = BridgeCommand;
 
     fn apply(&mut self, cmd: BridgeCommand) {
@@ -198,7 +198,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         bridge: Bridge::new(&cfg.bridge),
         metrics: bridge_metrics.clone(),
     };
-    let (media, media_thread) = crate::media_thread::spawn("gateway-media", set, plane)?;
+    let (media, media_thread) = voxgate_netio::plane::spawn("gateway-media", set, plane)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -221,7 +221,7 @@ async fn serve(
     cfg: config::Loaded,
     sip_tls: crate::proxy::conn::TlsConfigs,
     escrow_tls: Arc<rustls::ClientConfig>,
-    media: crate::media_thread::Handle<BridgeCommand>,
+    media: voxgate_netio::plane::Handle<BridgeCommand>,
     bridge_metrics: Arc<BridgeMetrics>,
 ) -> anyhow::Result<ExitCode> {
     let (etx, erx) = mpsc::unbounded_channel::<EscrowRequest>();

@@ -1,5 +1,5 @@
 //! The SPG's media relay: the sans-I/O `voxgate_media::relay::Relay` as the data plane of a
-//! media thread (`crate::media_thread`: one socket per relay port, epoll, recvmmsg/sendmmsg,
+//! media thread (`voxgate_netio::plane`: one socket per relay port, epoll, recvmmsg/sendmmsg,
 //! each datagram's IPv4 options). Commands (legs from the SIP side, sessions armed and
 //! disarmed by the escrow side) arrive on a channel and are applied between polls.
 
@@ -98,7 +98,7 @@ impl RelayMetrics {
 }
 
 /// The other threads' handle on the relay.
-pub(crate) type RelayHandle = crate::media_thread::Handle<RelayCommand>;
+pub(crate) type RelayHandle = voxgate_netio::plane::Handle<RelayCommand>;
 
 pub(crate) fn relay_config(m: &MediaSection) -> RelayConfig {
     RelayConfig {
@@ -116,7 +116,7 @@ struct RelayPlane {
     faults_unlogged: u64,
 }
 
-impl crate::media_thread::Plane for RelayPlane {
+impl voxgate_netio::plane::Plane for RelayPlane {
     type Command = RelayCommand;
 
     fn apply(&mut self, cmd: RelayCommand) {
@@ -214,6 +214,6 @@ pub(crate) fn start(
         last_fault_log: None,
         faults_unlogged: 0,
     };
-    let (handle, thread) = crate::media_thread::spawn("spg-relay", set, plane)?;
+    let (handle, thread) = voxgate_netio::plane::spawn("spg-relay", set, plane)?;
     Ok((handle, metrics, thread))
 }

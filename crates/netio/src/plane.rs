@@ -1,5 +1,5 @@
 //! The thread that drives a media data plane (the SPG's relay, the gateway's bridge): a
-//! `voxgate_netio::portset::PortSet` polled in a loop, each datagram handed to the sans-I/O
+//! [`PortSet`] polled in a loop, each datagram handed to the sans-I/O
 //! plane, commands from the control plane applied between polls (a waker interrupts the
 //! poll so that they take effect at once), counters published every 100 ms.
 
@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use voxgate_netio::portset::{Action, Datagram, PortSet, Waker};
+use crate::portset::{Action, Datagram, PortSet, Waker};
 
 /// A data plane.
-pub(crate) trait Plane: Send + 'static {
+pub trait Plane: Send + 'static {
     type Command: Send + 'static;
     fn apply(&mut self, cmd: Self::Command);
     fn decide(&mut self, d: Datagram<'_>) -> Action;
@@ -20,7 +19,7 @@ pub(crate) trait Plane: Send + 'static {
 }
 
 /// The other threads' handle on a data plane.
-pub(crate) struct Handle<C> {
+pub struct Handle<C> {
     tx: mpsc::Sender<C>,
     waker: Waker,
     stop: Arc<AtomicBool>,
@@ -56,11 +55,11 @@ impl<C> Handle<C> {
 }
 
 /// Starts the thread `name` over `set` and `plane`.
-pub(crate) fn spawn<P: Plane>(
+pub fn spawn<P: Plane>(
     name: &str,
     mut set: PortSet,
     mut plane: P,
-) -> anyhow::Result<(Handle<P::Command>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<(Handle<P::Command>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<P::Command>();
     let handle = Handle {
         tx,
@@ -94,6 +93,6 @@ pub(crate) fn spawn<P: Plane>(
             }
             plane.publish(&set);
         })
-        .with_context(|| format!("starting the {name} thread"))?;
+        ?;
     Ok((handle, thread))
 }
