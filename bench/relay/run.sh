@@ -42,7 +42,10 @@
 # RELAY_BENCH_RELAY_CPU (0), RELAY_BENCH_LOADGEN_CPU (1), RELAY_BENCH_SEND_BASE (10000),
 # RELAY_BENCH_RECV_BASE (16000), RELAY_BENCH_RELAY_BASE (22000), RELAY_BENCH_RTPE_PORTS
 # ("28000 60999", rtpengine's media port range: 4 ports per call), RELAY_BENCH_NG_PORT (9223),
-# RELAY_BENCH_SEED (1), RELAY_BENCH_SEND_MODE (auto: raw sendmmsg batches when root, else udp),
+# RELAY_BENCH_SEED (1), RELAY_BENCH_QUIET_WAIT (120: before each sweep, wait up to this many
+# seconds for both cores to be quiet, i.e. under RELAY_BENCH_QUIET_PCT (10) % of their time
+# taken by other processes; the tables flag steps disturbed by other work all the same),
+# RELAY_BENCH_SEND_MODE (auto: raw sendmmsg batches when root, else udp),
 # RELAY_BENCH_CHRT (empty; e.g. "chrt -f 10" runs relay and load generator SCHED_FIFO, to
 # shield them from other work on the machine), RELAY_BENCH_OUT (raw outputs; default a new
 # /tmp/voxgate-relay-bench.XXXXXX).
@@ -74,6 +77,9 @@ ng_port="${RELAY_BENCH_NG_PORT:-9223}"
 seed="${RELAY_BENCH_SEED:-1}"
 send_mode="${RELAY_BENCH_SEND_MODE:-auto}"
 read -r -a chrt <<<"${RELAY_BENCH_CHRT:-}"
+quiet_wait="${RELAY_BENCH_QUIET_WAIT:-120}"
+quiet_pct="${RELAY_BENCH_QUIET_PCT:-10}"
+export RELAY_BENCH_RELAY_CPU="$relay_cpu" RELAY_BENCH_LOADGEN_CPU="$loadgen_cpu" RELAY_BENCH_QUIET_PCT="$quiet_pct"
 warmup=1
 drain=0.5
 
@@ -167,12 +173,35 @@ wait_ready() { # file pid what
     return 1
 }
 
+# Waits (up to quiet_wait seconds) until, over 2 s, no core spent quiet_pct % or more of its
+# time on tasks (user + system): other work on the machine (builds...) skews every figure.
+wait_quiet() {
+    local start=$SECONDS line
+    while :; do
+        line=$(
+            { grep '^cpu[0-9]' /proc/stat; sleep 2; grep '^cpu[0-9]' /proc/stat; } | awk -v lim="$quiet_pct" '
+                { t = 0; for (i = 2; i <= 9; i++) t += $i; k = $2 + $3 + $4
+                  if ($1 in T) { dt = t - T[$1]; p = dt > 0 ? 100 * (k - K[$1]) / dt : 0
+                                 s = s sprintf(" %s %.0f%%", $1, p); if (p >= lim) busy = 1 }
+                  T[$1] = t; K[$1] = k }
+                END { print (busy ? "busy" : "quiet") s }'
+        )
+        [[ "$line" == quiet* ]] && return 0
+        if ((SECONDS - start >= quiet_wait)); then
+            echo "run.sh: machine still busy (${line#busy}), going on; the tables flag disturbed steps" >&2
+            return 0
+        fi
+        ((SECONDS - start < 3)) && echo "run.sh: waiting for other work to finish (${line#busy})" >&2
+    done
+}
+
 # The load generator over the current relay: label relay carrier round scenario [--direct]
 run_loadgen() {
     local label="$1 $2 $3" scenario="$4" dir="$5"
     shift 5
     local pidarg=()
     [[ -n "$relay_pid" ]] && pidarg=(--relay-pid "$relay_pid")
+    wait_quiet
     "${chrt[@]}" taskset -c "$loadgen_cpu" "$loadgen" --scenario "$scenario" --calls "$steps_csv" \
         --seconds "$secs" --warmup "$warmup" --drain "$drain" --send-mode "$send_mode" \
         --label "$label" "${pidarg[@]}" "$@" >"$dir/loadgen.jsonl" 2>"$dir/loadgen.log" || {

@@ -10,11 +10,35 @@ arrived by the end of the drain) and the smallest with loss, each the median ove
 """
 
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
 
 ORDER = ["direct", "bare", "bare-single", "rtpengine"]
+RELAY_CPU = int(os.environ.get("RELAY_BENCH_RELAY_CPU", "0"))
+LOADGEN_CPU = int(os.environ.get("RELAY_BENCH_LOADGEN_CPU", "1"))
+
+
+QUIET = float(os.environ.get("RELAY_BENCH_QUIET_PCT", "10"))
+
+
+def other_load(step):
+    """(relay core, load generator core): the share of each core charged to tasks other than
+    the relay and the load generator over the window (other work on the machine), in %."""
+    task = step.get("cpu_task_pct")
+    if not task:
+        return (None, None)
+    own_relay = step.get("relay_cpu_pct") or 0.0
+    own_lg = step.get("loadgen_cpu_pct") or 0.0
+    r = max(0.0, task[RELAY_CPU] - own_relay) if RELAY_CPU < len(task) else None
+    g = max(0.0, task[LOADGEN_CPU] - own_lg) if LOADGEN_CPU < len(task) else None
+    return (r, g)
+
+
+def quiet(step):
+    r, g = other_load(step)
+    return (r is None or r < QUIET) and (g is None or g < QUIET)
 
 
 def relay_key(name):
@@ -59,23 +83,31 @@ def main():
     print("One \"call\" = one stream of %s SRTP packets/s (%s, %d-byte packets) through the relay."
           % (pps, any_step.get("suite"), any_step.get("packet_bytes", 0)))
     print("Figures are medians over rounds; 'saturated' marks steps where the load generator could not"
-          " keep to its schedule.")
+          " keep to its schedule. 'other load' is the share of the relay's core (CPU %d) and of the load"
+          " generator's core (CPU %d) taken by other processes; steps where either was %g%% or more are"
+          " 'disturbed', and when a row has undisturbed rounds only those are used." % (RELAY_CPU, LOADGEN_CPU, QUIET))
     print()
     print("| relay | carrier | calls | offered pps | delivered pps | loss % | abandoned | min stream delivery"
-          " | p50 us | p99 us | max us | relay CPU % | relay sock drops | loadgen busy % | rounds | note |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          " | p50 us | p99 us | max us | relay CPU % | relay sock drops | loadgen busy % | other load % (relay/loadgen core) | rounds | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for key in sorted(rows, key=lambda k: (k[1], relay_key(k[0]), k[2])):
         relay, carrier, calls = key
-        steps = rows[key]
+        all_steps = rows[key]
+        steps = [s for s in all_steps if quiet(s)] or all_steps
+        disturbed = sum(1 for s in all_steps if not quiet(s))
         lat = [s["latency_us"] for s in steps]
         sat = sum(1 for s in steps if s.get("loadgen_saturated"))
         verify_failed = sum(s.get("verify", {}).get("failed", 0) for s in steps)
         notes = []
+        if disturbed:
+            notes.append("disturbed %d/%d%s" % (disturbed, len(all_steps), "" if len(steps) < len(all_steps) else " (all used)"))
         if sat:
             notes.append("saturated %d/%d" % (sat, len(steps)))
         if verify_failed:
             notes.append("SRTP tag failures %d" % verify_failed)
-        print("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
+        o_relay = med(other_load(s)[0] for s in steps)
+        o_lg = med(other_load(s)[1] for s in steps)
+        print("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %d | %s |" % (
             relay, carrier, calls,
             fmt(med(s["offered_pps"] for s in steps)),
             fmt(med(s["delivered_pps"] for s in steps)),
@@ -88,6 +120,7 @@ def main():
             fmt(med(s.get("relay_cpu_pct") for s in steps), 1),
             fmt(med(s["kernel_drops"]["other_sockets"] for s in steps)),
             fmt(med(s.get("loadgen_busy_pct") for s in steps), 1),
+            fmt(o_relay), fmt(o_lg),
             len(steps), ", ".join(notes)))
     print()
     print("| relay | carrier | largest call count with no loss | its delivered pps | its p99 us | smallest call count with loss | rounds |")
@@ -95,6 +128,7 @@ def main():
     for (relay, carrier) in sorted(rounds, key=lambda k: (k[1], relay_key(k[0]))):
         clean, first_loss, clean_pps, clean_p99 = [], [], [], []
         for rnd, steps in rounds[(relay, carrier)].items():
+            steps = [s for s in steps if quiet(s)] or steps
             ok = [s for s in steps if s["lost"] == 0 and s["sent"] > 0]
             bad = [s for s in steps if s["lost"] > 0]
             best = max(ok, key=lambda s: s["streams"]) if ok else None

@@ -254,7 +254,11 @@ pub struct StepReport {
     /// core the load generator needed.
     pub loadgen_busy_pct: f64,
     pub relay_cpu_pct: Option<f64>,
+    /// Each CPU's busy share over the window (all but idle: softirqs included).
     pub cpu_busy_pct: Vec<f64>,
+    /// Each CPU's share charged to tasks (user + system), over the window: minus the relay's
+    /// or the load generator's own CPU share, what other processes took from that core.
+    pub cpu_task_pct: Vec<f64>,
     pub kernel_drops: KernelDrops,
     pub verify: Verify,
     /// Received packets without a kernel timestamp (their delay was taken from user space).
@@ -270,7 +274,7 @@ struct Snap {
     mono: u64,
     cpu: u64,
     relay: Option<u64>,
-    cores: Vec<(u64, u64)>,
+    cores: Vec<procfs::CpuTimes>,
 }
 
 impl Snap {
@@ -827,6 +831,7 @@ impl LoadGen {
         };
         let cpu_pct = |d: u64| (d as f64 / (window_s * 1e9) * 100.0 * 10.0).round() / 10.0;
         let snmp = db.snmp.since(da.snmp);
+        let cores = procfs::cpu_pct(&a.cores, &b.cores);
         let lateness_us = LatencyUs::of(lateness);
         let saturated =
             offered < 0.99 * offered_target || lateness_us.p99.is_some_and(|p| p > 1000.0);
@@ -871,7 +876,8 @@ impl LoadGen {
                 (Some(x), Some(y)) => Some(cpu_pct(y.saturating_sub(x))),
                 _ => None,
             },
-            cpu_busy_pct: procfs::cpu_busy_pct(&a.cores, &b.cores),
+            cpu_busy_pct: cores.iter().map(|c| c.0).collect(),
+            cpu_task_pct: cores.iter().map(|c| c.1).collect(),
             kernel_drops: KernelDrops {
                 loadgen_sockets: db.drops.0.saturating_sub(da.drops.0),
                 other_sockets: db.drops.1.saturating_sub(da.drops.1),
@@ -1023,5 +1029,29 @@ mod tests {
             carrier::session_id_from_rtp(&ext, 5),
             Ok(Some(0xfeed_f00d_1234_5678))
         );
+    }
+
+    #[test]
+    fn net_header_layout() {
+        let src = "127.0.0.1:10001".parse().unwrap();
+        let dst = "127.0.0.2:22001".parse().unwrap();
+        let plain = build_net_header(src, dst, Carrier::None, 182);
+        assert_eq!(plain.len(), 28);
+        assert_eq!(plain[0], 0x45);
+        assert_eq!(u16::from_be_bytes([plain[2], plain[3]]), 28 + 182);
+        assert_eq!(plain[9], 17);
+        assert_eq!(&plain[12..20], &[127, 0, 0, 1, 127, 0, 0, 2]);
+        assert_eq!(u16::from_be_bytes([plain[20], plain[21]]), 10001);
+        assert_eq!(u16::from_be_bytes([plain[22], plain[23]]), 22001);
+        assert_eq!(u16::from_be_bytes([plain[24], plain[25]]), 8 + 182);
+        let opt = build_net_header(src, dst, Carrier::Ipv4Option { session_id: 42 }, 182);
+        assert_eq!(opt.len(), 40);
+        assert_eq!(opt[0], 0x48);
+        assert_eq!(u16::from_be_bytes([opt[2], opt[3]]), 40 + 182);
+        assert_eq!(
+            carrier::ipv4_options_of(&opt),
+            Ok(&carrier::ipv4_options(42)[..])
+        );
+        assert_eq!(u16::from_be_bytes([opt[32], opt[33]]), 10001);
     }
 }

@@ -26,8 +26,19 @@ pub fn process_cpu_ns(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
-/// Busy and total jiffies of each CPU (from /proc/stat; busy = total - idle - iowait).
-pub fn cpu_times() -> Vec<(u64, u64)> {
+/// Jiffies of one CPU (from /proc/stat).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    /// Everything but idle and iowait (interrupts, softirqs and steal included).
+    pub busy: u64,
+    /// Time charged to tasks: user + nice + system. Softirq time (on loopback, most of the
+    /// kernel's receive path) is not in it, nor in any task's CPU time.
+    pub task: u64,
+    pub total: u64,
+}
+
+/// The jiffies of each CPU.
+pub fn cpu_times() -> Vec<CpuTimes> {
     let Ok(s) = fs::read_to_string("/proc/stat") else {
         return Vec::new();
     };
@@ -49,26 +60,35 @@ pub fn cpu_times() -> Vec<(u64, u64)> {
         let total: u64 = v.iter().take(8).sum();
         let idle = v[3] + v[4];
         if out.len() <= idx {
-            out.resize(idx + 1, (0, 0));
+            out.resize(idx + 1, CpuTimes::default());
         }
-        out[idx] = (total - idle.min(total), total);
+        out[idx] = CpuTimes {
+            busy: total - idle.min(total),
+            task: v[0] + v[1] + v[2],
+            total,
+        };
     }
     out
 }
 
-/// Per-CPU busy percentage between two `cpu_times` readings.
-pub fn cpu_busy_pct(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+/// Per-CPU (busy %, task %) between two `cpu_times` readings.
+pub fn cpu_pct(before: &[CpuTimes], after: &[CpuTimes]) -> Vec<(f64, f64)> {
     before
         .iter()
         .zip(after)
         .map(|(b, a)| {
-            let total = a.1.saturating_sub(b.1);
-            let busy = a.0.saturating_sub(b.0);
-            if total == 0 {
-                0.0
-            } else {
-                (busy as f64 * 1000.0 / total as f64).round() / 10.0
-            }
+            let total = a.total.saturating_sub(b.total);
+            let pct = |x: u64| {
+                if total == 0 {
+                    0.0
+                } else {
+                    (x as f64 * 1000.0 / total as f64).round() / 10.0
+                }
+            };
+            (
+                pct(a.busy.saturating_sub(b.busy)),
+                pct(a.task.saturating_sub(b.task)),
+            )
         })
         .collect()
 }
