@@ -438,3 +438,73 @@ fn what_the_gateway_refuses() {
     assert_eq!(a.calls(), 1);
     assert_eq!(a.free_pairs(), 20 - 2);
 }
+
+#[test]
+fn a_re_invite_rekeys_the_provider_leg_on_the_same_ports() {
+    let (mut a, mut b, media, escrow) = anchor(Carrier::Ipv4Option, EncryptionPolicy::Mandatory);
+    let now = Instant::now();
+    let offer = sdp(USER, Some(USER_KEY), "");
+    let out1 = a
+        .sdp(
+            now,
+            &ctx("c7", Side::Caller, SdpKind::Offer, false),
+            offer.as_bytes(),
+        )
+        .unwrap()
+        .unwrap();
+    a.sdp(
+        now,
+        &ctx("c7", Side::Callee, SdpKind::Answer, true),
+        sdp(RELAY, Some(FAR_KEY), "").as_bytes(),
+    )
+    .unwrap();
+    // The user re-offers (say after a hold): a new offer with a new key.
+    let new_user_key = "1 AES_CM_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0";
+    let out2 = a
+        .sdp(
+            now,
+            &ctx("c7", Side::Caller, SdpKind::Offer, false),
+            sdp(USER, Some(new_user_key), "").as_bytes(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(addr_of(&out1), addr_of(&out2), "same ports");
+    assert_ne!(
+        crypto_of(&out1)[0],
+        crypto_of(&out2)[0],
+        "a fresh provider key"
+    );
+    let v = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .lines()
+            .find(|l| l.starts_with("o="))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(v(&out1), v(&out2), "the o= version moves on");
+    let far2 = "1 AES_CM_128_HMAC_SHA1_80 inline:enl4d3Z1dHNycXBvbm1sa2ppaGdmZWRjYmEwOTg3";
+    a.sdp(
+        now,
+        &ctx("c7", Side::Callee, SdpKind::Answer, true),
+        sdp(RELAY, Some(far2), "").as_bytes(),
+    )
+    .unwrap();
+    let reqs: Vec<EscrowRequest> = escrow.lock().unwrap().drain(..).collect();
+    let keys: Vec<_> = reqs
+        .iter()
+        .map(|r| match r {
+            EscrowRequest::KeyUpdate {
+                outside_port,
+                streams,
+                ..
+            } => (*outside_port, streams[0].master.0.to_vec()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(keys.len(), 2, "escrowed, then rekeyed");
+    assert_eq!(keys[0].0, keys[1].0);
+    assert_ne!(keys[0].1, keys[1].1);
+    assert_eq!(keys[1].1, crypto_of(&out2)[0].keys[0].key_salt.to_vec());
+    pump(&mut b, &media);
+    assert_eq!(a.calls(), 1);
+}
