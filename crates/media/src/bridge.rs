@@ -202,14 +202,9 @@ fn stream_key(
 
 /// The lines of a media description the bridge passes on (codec parameters, direction).
 fn kept_lines(m: &Media) -> Vec<Line> {
-    const DROP: [&str; 12] = [
+    // Keys, addresses, SSRCs and extensions are the gateway's own on each leg.
+    const DROP: [&str; 6] = [
         "crypto",
-        "candidate",
-        "ice-ufrag",
-        "ice-pwd",
-        "ice-options",
-        "end-of-candidates",
-        "remote-candidates",
         "rtcp",
         "rtcp-mux",
         "ssrc",
@@ -221,7 +216,7 @@ fn kept_lines(m: &Media) -> Vec<Line> {
         .filter(|l| {
             l.kind == 'a' && {
                 let n = l.value.split(':').next().unwrap_or_default();
-                !DROP.contains(&n)
+                !DROP.contains(&n) && !crate::sdp_edit::ICE.contains(&n)
             }
         })
         .cloned()

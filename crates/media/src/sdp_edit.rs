@@ -10,7 +10,7 @@ use voxgate_escrow::carrier::RTP_EXTENSION_URI;
 use voxgate_sip::sdp::{Line, Media, SessionDescription};
 
 /// ICE attributes: meaningless once media is anchored.
-const ICE: [&str; 6] = [
+pub const ICE: [&str; 6] = [
     "candidate",
     "ice-ufrag",
     "ice-pwd",

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod cert;
+mod config_file;
 mod gateway;
 mod metrics_http;
 mod proxy;

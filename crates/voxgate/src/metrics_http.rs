@@ -7,6 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Appends one metric in Prometheus text format (`kind`: "counter" or "gauge").
+pub(crate) fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    ));
+}
+
 /// Serves until the listener fails. `render` returns `None` when the role is shutting down.
 pub(crate) async fn serve<F, Fut>(listener: TcpListener, render: F)
 where

@@ -106,13 +106,7 @@ pub struct Loaded {
     pub metrics: Option<SocketAddr>,
 }
 
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
+use crate::config_file::resolve;
 
 pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
     let f: GatewayFile = toml::from_str(text)?;

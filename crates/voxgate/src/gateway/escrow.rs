@@ -20,8 +20,8 @@ use voxgate_escrow::client::{ClientEvent, EscrowClient, RetryPolicy};
 use voxgate_escrow::wire::StreamKey;
 use voxgate_media::bridge::{BridgeCommand, EscrowRequest};
 
-use voxgate_netio::plane::Handle;
 use crate::spg::wall_ms;
+use voxgate_netio::plane::Handle;
 
 #[derive(Debug, Default)]
 pub(crate) struct EscrowMetrics {
@@ -75,9 +75,7 @@ impl EscrowMetrics {
                 g(&self.connected),
             ),
         ] {
-            s.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
+            crate::metrics_http::metric(&mut s, name, kind, help, v);
         }
         s
     }

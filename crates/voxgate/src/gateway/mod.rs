@@ -14,7 +14,7 @@ mod config;
 mod escrow;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,9 +76,7 @@ impl BridgeMetrics {
                 g(&self.send_failed),
             ),
         ] {
-            s.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
+            crate::metrics_http::metric(&mut s, name, "counter", help, v);
         }
         s.push_str("# HELP voxgate_bridge_dropped_total Datagrams dropped, by reason (not_escrowed: held until the SPG answers key_update).\n# TYPE voxgate_bridge_dropped_total counter\n");
         for (i, r) in BridgeDrop::ALL.iter().enumerate() {
@@ -161,13 +159,7 @@ fn check_carrier(carrier: Carrier) -> anyhow::Result<()> {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let base = args
-        .config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let (text, base) = crate::config_file::read(&args.config)?;
     let cfg = config::load(&text, &base)
         .with_context(|| format!("configuration {}", args.config.display()))?;
     let tls = cfg.sip.tls.as_ref().context("sip.tls")?;

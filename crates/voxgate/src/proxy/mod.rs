@@ -13,7 +13,7 @@ pub(crate) mod conn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,24 +62,12 @@ pub(crate) enum Event {
     Metrics(oneshot::Sender<String>),
 }
 
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
+use crate::config_file::resolve;
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
+    let (text, base) = crate::config_file::read(&args.config)?;
     let cfg = ProxyConfig::from_toml(&text)
         .with_context(|| format!("configuration {}", args.config.display()))?;
-    let base = args
-        .config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
     let tls = match &cfg.tls {
         Some(t) => Some(conn::tls_configs(
             &resolve(&base, &t.cert),

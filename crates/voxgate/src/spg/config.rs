@@ -210,13 +210,7 @@ pub struct Loaded {
     pub peers: Vec<PeerSection>,
 }
 
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
+use crate::config_file::resolve;
 
 /// Parses and checks `text`; `base` is the directory relative paths are relative to.
 pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {

@@ -28,9 +28,7 @@ impl Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            s.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
+            crate::metrics_http::metric(&mut s, name, kind, help, v)
         };
         one(
             "voxgate_escrow_sessions_escrowed_total",

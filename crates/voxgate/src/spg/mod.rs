@@ -21,7 +21,7 @@ mod relay;
 
 pub(crate) use escrow::wall_ms;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -46,13 +46,7 @@ pub struct SpgArgs {
 }
 
 pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let base = args
-        .config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let (text, base) = crate::config_file::read(&args.config)?;
     let cfg = config::load(&text, &base)
         .with_context(|| format!("configuration {}", args.config.display()))?;
     let acceptor = escrow::tls_acceptor(&cfg)

@@ -45,9 +45,7 @@ impl RelayMetrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            s.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
+            crate::metrics_http::metric(&mut s, name, kind, help, v)
         };
         one(
             "voxgate_relay_received_total",
