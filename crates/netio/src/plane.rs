@@ -92,7 +92,6 @@ pub fn spawn<P: Plane>(
                 }
             }
             plane.publish(&set);
-        })
-        ?;
+        })?;
     Ok((handle, thread))
 }

@@ -195,7 +195,10 @@ fn main() -> anyhow::Result<()> {
             }
             _ => String::new(),
         };
-        let offer = sdp(s.send_from, &format!("{ext}a=ssrc:{} cname:gw-a\r\n", s.ssrc));
+        let offer = sdp(
+            s.send_from,
+            &format!("{ext}a=ssrc:{} cname:gw-a\r\n", s.ssrc),
+        );
         let ctx = |side, kind| SdpContext {
             call_id: &call_id,
             side,
