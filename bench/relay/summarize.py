@@ -5,8 +5,9 @@
 
 Every line of results.jsonl is one step of one sweep; its "label" is "<relay> <carrier> <round>".
 Per (relay, carrier, calls) the table gives the median over rounds of each figure; per (relay,
-carrier) the largest call count with no loss at all (lost = 0: every packet sent in the window
-arrived by the end of the drain) and the smallest with loss, each the median over rounds.
+carrier) the largest call count with no loss at it and at every smaller count (lost = 0: every packet sent in the window
+arrived by the end of the drain) and the smallest with loss, each the median over rounds, over
+all steps, disturbed or not (their count is given beside).
 """
 
 import json
@@ -123,24 +124,30 @@ def main():
             fmt(o_relay), fmt(o_lg),
             len(steps), ", ".join(notes)))
     print()
-    print("| relay | carrier | largest call count with no loss | its delivered pps | its p99 us | smallest call count with loss | rounds |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| relay | carrier | largest call count with no loss (and none below) | its delivered pps | its p99 us | smallest call count with loss | rounds | disturbed steps | saturated steps |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (relay, carrier) in sorted(rounds, key=lambda k: (k[1], relay_key(k[0]))):
         clean, first_loss, clean_pps, clean_p99 = [], [], [], []
         for rnd, steps in rounds[(relay, carrier)].items():
-            steps = [s for s in steps if quiet(s)] or steps
-            ok = [s for s in steps if s["lost"] == 0 and s["sent"] > 0]
+            # The largest call count that, and every smaller one of the sweep, had no loss.
+            best = None
+            for st in sorted(steps, key=lambda s: s["streams"]):
+                if st["lost"] > 0 or st["sent"] == 0:
+                    break
+                best = st
             bad = [s for s in steps if s["lost"] > 0]
-            best = max(ok, key=lambda s: s["streams"]) if ok else None
             clean.append(best["streams"] if best else 0)
             clean_pps.append(best["delivered_pps"] if best else None)
             clean_p99.append(best["latency_us"]["p99"] if best else None)
             first_loss.append(min(s["streams"] for s in bad) if bad else None)
         fl = med(first_loss)
-        print("| %s | %s | %s | %s | %s | %s | %d |" % (
+        every = [s for st in rounds[(relay, carrier)].values() for s in st]
+        print("| %s | %s | %s | %s | %s | %s | %d | %d/%d | %d/%d |" % (
             relay, carrier, fmt(med(clean)), fmt(med(clean_pps)), fmt(med(clean_p99)),
             fmt(fl) if fl is not None else "none up to %d" % max(s["streams"] for st in rounds[(relay, carrier)].values() for s in st),
-            len(rounds[(relay, carrier)])))
+            len(rounds[(relay, carrier)]),
+            sum(1 for s in every if not quiet(s)), len(every),
+            sum(1 for s in every if s.get("loadgen_saturated")), len(every)))
     if len(sys.argv) > 2:
         print()
         print("Relay-side counters (at SIGTERM):")
