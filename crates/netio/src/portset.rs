@@ -168,6 +168,28 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: libc::c_int) -> io::Resul
     .map(|_| ())
 }
 
+/// Raises the soft limit of open files to the hard limit (a relay holds one socket per port);
+/// returns the soft limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        let mut r: libc::rlimit = zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 0;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r = want;
+            }
+        }
+        r.rlim_cur
+    }
+}
+
 impl PortSet {
     /// Binds `count` UDP sockets on `ip`, ports `first..first+count`. `recv_options`: ask for
     /// each datagram's IPv4 options (`IP_RECVOPTS`). `buffer`: SO_RCVBUF/SO_SNDBUF per socket
@@ -179,6 +201,12 @@ impl PortSet {
         recv_options: bool,
         buffer: usize,
     ) -> Result<PortSet, NetError> {
+        let limit = raise_open_files_limit();
+        if limit < u64::from(count) + 64 {
+            return Err(NetError::Io(io::Error::other(format!(
+                "{count} ports need as many open files, the limit is {limit} (raise it: ulimit -n, or LimitNOFILE= in a systemd unit)"
+            ))));
+        }
         if u32::from(first) + u32::from(count) > 65_536 || count == 0 {
             return Err(NetError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
