@@ -27,8 +27,10 @@
 #                thread, one call per stream set up over its ng protocol (bench/relay/rtpengine_calls.py:
 #                offer/answer, RTP/AVP on both sides, PT 0 only, ICE removed, no recording:
 #                it relays the SRTP packets unchanged, which relay-loadgen checks);
-#   voxgate      target/release/relay-bench-spg (the SPG relay with escrowed sessions), for each
-#                sampling mode (every, 1in16); skipped with a message while that binary does not exist.
+#   voxgate      target/release/relay-bench-spg (the SPG relay with escrowed sessions, 4 relay
+#                ports per call from RELAY_BASE), for each I/O engine (raw: one raw socket in, one
+#                out, batched across calls; sockets: a socket per port with epoll) and each
+#                sampling mode (every, 1in16).
 # Every relay is fed the same packets for a given carrier (RELAY_BENCH_CARRIERS: ipv4-option,
 # i.e. the session_ID in IPv4 option 158, and/or rtp-extension, an RFC 8285 element): the
 # bare relay and rtpengine ignore the session_ID but receive and forward the same datagrams.
@@ -39,6 +41,7 @@
 # "500 1000 1500 2000 2500 3000 3500 4000"), RELAY_BENCH_SECONDS (5), RELAY_BENCH_ROUNDS (3),
 # RELAY_BENCH_CARRIERS ("ipv4-option rtp-extension"), RELAY_BENCH_RELAYS
 # ("direct bare bare-single rtpengine voxgate"), RELAY_BENCH_VOXGATE_SAMPLING ("every 1in16"),
+# RELAY_BENCH_VOXGATE_ENGINES ("raw sockets": the SPG relay's two I/O engines, `[media] engine`),
 # RELAY_BENCH_RELAY_CPU (0), RELAY_BENCH_LOADGEN_CPU (1), RELAY_BENCH_SEND_BASE (10000),
 # RELAY_BENCH_RECV_BASE (16000), RELAY_BENCH_RELAY_BASE (22000), RELAY_BENCH_RTPE_PORTS
 # ("28000 60999", rtpengine's media port range: 4 ports per call), RELAY_BENCH_NG_PORT (9223),
@@ -67,6 +70,7 @@ rounds="${RELAY_BENCH_ROUNDS:-3}"
 carriers="${RELAY_BENCH_CARRIERS:-ipv4-option rtp-extension}"
 relays="${RELAY_BENCH_RELAYS:-direct bare bare-single rtpengine voxgate}"
 vox_sampling="${RELAY_BENCH_VOXGATE_SAMPLING:-every 1in16}"
+vox_engines="${RELAY_BENCH_VOXGATE_ENGINES:-raw sockets}"
 relay_cpu="${RELAY_BENCH_RELAY_CPU:-0}"
 loadgen_cpu="${RELAY_BENCH_LOADGEN_CPU:-1}"
 send_base="${RELAY_BENCH_SEND_BASE:-10000}"
@@ -276,15 +280,15 @@ run_rtpengine() { # carrier round
     stop_relay
 }
 
-run_voxgate() { # carrier round sampling
-    local name="voxgate-$3" dir="$out/voxgate-$3-$1-r$2"
+run_voxgate() { # carrier round sampling engine
+    local name="voxgate-$4-$3" dir="$out/voxgate-$4-$3-$1-r$2"
     if [[ ! -x "$spg" ]]; then
         echo "run.sh: round $2, $1, $name: skipped ($spg not built yet: the SPG relay bench binary does not exist)" >&2
         return 0
     fi
     mkdir -p "$dir"
-    ports_free "$relay_base" "$max_calls" || die "ports $relay_base.. are taken"
-    "${chrt[@]}" taskset -c "$relay_cpu" "$spg" --calls "$max_calls" --sampling "$3" --carrier "$1" \
+    ports_free "$relay_base" $((4 * max_calls)) || die "ports $relay_base.. are taken"
+    "${chrt[@]}" taskset -c "$relay_cpu" "$spg" --calls "$max_calls" --sampling "$3" --carrier "$1" --engine "$4" \
         --relay-base "$relay_base" --send-base "$send_base" --recv-base "$recv_base" \
         --scenario-out "$dir/scenario.json" >"$dir/relay.out" 2>"$dir/relay.err" &
     relay_pid=$!
@@ -312,8 +316,10 @@ for ((round = 1; round <= rounds; round++)); do
         want_relay bare-single && run_bare "$carrier" "$round" 1
         want_relay rtpengine && run_rtpengine "$carrier" "$round"
         if want_relay voxgate; then
-            for s in $vox_sampling; do
-                run_voxgate "$carrier" "$round" "$s"
+            for e in $vox_engines; do
+                for s in $vox_sampling; do
+                    run_voxgate "$carrier" "$round" "$s" "$e"
+                done
             done
         fi
     done

@@ -1,11 +1,21 @@
 //! A media relay's sockets: one UDP socket per port of a range on one IPv4 address, watched by
 //! one epoll instance (level-triggered), read with `recvmmsg` (with each datagram's IPv4
-//! options when asked) and written with `sendmmsg` (with per-datagram IPv4 options when the
-//! caller gives them). One thread drives it with [`PortSet::poll`]; what to do with each
+//! options when asked). One thread drives it with [`PortSet::poll`]; what to do with each
 //! datagram is the caller's decision (a sans-I/O core), made in place in the receive buffer.
 //!
 //! Another thread can interrupt a `poll` with a [`Waker`] (an eventfd in the same epoll set),
 //! e.g. to have the caller apply control commands.
+//!
+//! Two engines send what is forwarded ([`Engine`]):
+//! - **sockets**: from each port's own socket, one `sendmmsg` per run of datagrams leaving by
+//!   the same socket. With a port per call leg that is one system call per datagram sent (and
+//!   one per ready socket received): the cost that bounds rtpengine and any per-port relay in
+//!   user space.
+//! - **raw** (needs CAP_NET_RAW): every datagram leaves by one `IPPROTO_RAW` socket, its IPv4
+//!   and UDP headers written here (source = the relay address and the leg's port, the
+//!   received TOS/DSCP kept, the UDP checksum computed, DF set), in `sendmmsg` batches of up
+//!   to [`POOL`] datagrams across all calls. Receiving stays on the ports' own sockets, so the
+//!   kernel's UDP accounting and port ownership are unchanged.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -16,13 +26,46 @@ use std::time::Duration;
 
 use crate::{check_options, classify_options_error, NetError, OptionsBuf, MAX_OPTIONS_LEN};
 
-/// Datagrams read per `recvmmsg` and written per `sendmmsg`.
+/// Datagrams read per `recvmmsg`.
 pub const BATCH: usize = 32;
+/// Receive buffers: with the raw engine, what is forwarded accumulates across sockets and
+/// leaves in one `sendmmsg` when the pool is full or the poll round ends.
+pub const POOL: usize = 256;
 /// Room for one datagram (RTP/SRTP packets are far smaller; anything longer is truncated and
-/// dropped).
+/// dropped), after [`HEADROOM`].
 pub const BUF_LEN: usize = 2048;
+/// Room in front of each received datagram for the IPv4 and UDP headers the raw engine writes.
+const HEADROOM: usize = 20 + MAX_OPTIONS_LEN + 8;
 const EVENTS: usize = 256;
 const WAKE_TOKEN: u64 = u64::MAX;
+
+/// How a [`PortSet`] sends (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sockets,
+    Raw,
+}
+
+/// The engine asked for: `Auto` is raw when the process may open a raw socket and the set is
+/// bound to a specific address, else sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    Auto,
+    Sockets,
+    Raw,
+}
+
+/// A datagram to send: the buffer, the socket index (sockets engine) or the start of the
+/// written IPv4 header (raw engine), the length from there, the destination, the options.
+#[derive(Clone, Copy)]
+struct Out {
+    buf: usize,
+    sock: usize,
+    start: usize,
+    len: usize,
+    dst: SocketAddrV4,
+    options: OptionsBuf,
+}
 
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
@@ -102,12 +145,16 @@ pub struct PortSet {
     socks: Vec<OwnedFd>,
     epfd: OwnedFd,
     wake: Arc<OwnedFd>,
-    bufs: Vec<[u8; BUF_LEN]>,
+    /// The raw engine's sending socket.
+    raw: Option<OwnedFd>,
+    bufs: Vec<[u8; HEADROOM + BUF_LEN]>,
+    /// Buffers `..used` hold datagrams waiting in `pending`.
+    used: usize,
     names: Vec<libc::sockaddr_in>,
     ctls: Vec<Ctl>,
     out_names: Vec<libc::sockaddr_in>,
     out_ctls: Vec<Ctl>,
-    pending: Vec<(usize, SocketAddrV4, usize, OptionsBuf, usize)>,
+    pending: Vec<Out>,
     events: Vec<libc::epoll_event>,
     stats: PortSetStats,
 }
@@ -191,9 +238,9 @@ pub fn raise_open_files_limit() -> u64 {
 }
 
 impl PortSet {
-    /// Binds `count` UDP sockets on `ip`, ports `first..first+count`. `recv_options`: ask for
-    /// each datagram's IPv4 options (`IP_RECVOPTS`). `buffer`: SO_RCVBUF/SO_SNDBUF per socket
-    /// (forced past the system cap when the process may).
+    /// Binds `count` UDP sockets on `ip`, ports `first..first+count`, with the sockets engine.
+    /// `recv_options`: ask for each datagram's IPv4 options (`IP_RECVOPTS`). `buffer`:
+    /// SO_RCVBUF/SO_SNDBUF per socket (forced past the system cap when the process may).
     pub fn bind(
         ip: Ipv4Addr,
         first: u16,
@@ -201,6 +248,37 @@ impl PortSet {
         recv_options: bool,
         buffer: usize,
     ) -> Result<PortSet, NetError> {
+        Self::bind_engine(
+            ip,
+            first,
+            count,
+            recv_options,
+            buffer,
+            EngineChoice::Sockets,
+        )
+    }
+
+    /// As [`PortSet::bind`], with the engine chosen by `engine`.
+    pub fn bind_engine(
+        ip: Ipv4Addr,
+        first: u16,
+        count: u16,
+        recv_options: bool,
+        buffer: usize,
+        engine: EngineChoice,
+    ) -> Result<PortSet, NetError> {
+        let raw = match engine {
+            EngineChoice::Sockets => None,
+            EngineChoice::Raw if ip.is_unspecified() => {
+                return Err(NetError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the raw engine needs a specific address, not 0.0.0.0",
+                )))
+            }
+            EngineChoice::Raw => Some(raw_sender(buffer)?),
+            EngineChoice::Auto if ip.is_unspecified() => None,
+            EngineChoice::Auto => raw_sender(buffer).ok(),
+        };
         let limit = raise_open_files_limit();
         if limit < u64::from(count) + 64 {
             return Err(NetError::Io(io::Error::other(format!(
@@ -240,23 +318,27 @@ impl PortSet {
                     0,
                 )
             })?);
-            let raw = fd.as_raw_fd();
+            let sock = fd.as_raw_fd();
             for (opt, force) in [
                 (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE),
                 (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE),
             ] {
-                if buffer > 0 && setsockopt_int(raw, libc::SOL_SOCKET, force, buf).is_err() {
-                    let _ = setsockopt_int(raw, libc::SOL_SOCKET, opt, buf);
+                if buffer > 0 && setsockopt_int(sock, libc::SOL_SOCKET, force, buf).is_err() {
+                    let _ = setsockopt_int(sock, libc::SOL_SOCKET, opt, buf);
                 }
             }
             if recv_options {
-                setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_RECVOPTS, 1)?;
+                setsockopt_int(sock, libc::IPPROTO_IP, libc::IP_RECVOPTS, 1)?;
+            }
+            if raw.is_some() {
+                // The TOS (DSCP) is carried over to the headers written on the way out.
+                setsockopt_int(sock, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
             }
             let sa = sockaddr(SocketAddrV4::new(ip, port));
             // SAFETY: binding our socket to a valid sockaddr_in of the size given.
             let rc = unsafe {
                 libc::bind(
-                    raw,
+                    sock,
                     (&sa as *const libc::sockaddr_in).cast(),
                     size_of::<libc::sockaddr_in>() as libc::socklen_t,
                 )
@@ -268,7 +350,7 @@ impl PortSet {
                     format!("binding {ip}:{port}: {e}"),
                 )));
             }
-            add(raw, u64::from(i))?;
+            add(sock, u64::from(i))?;
             socks.push(fd);
         }
         // SAFETY: sockaddr_in and the control buffers are plain data; zero is valid.
@@ -279,15 +361,26 @@ impl PortSet {
             socks,
             epfd,
             wake: Arc::new(wake),
-            bufs: vec![[0u8; BUF_LEN]; BATCH],
+            raw,
+            bufs: vec![[0u8; HEADROOM + BUF_LEN]; POOL],
+            used: 0,
             names: vec![zero_sa; BATCH],
             ctls: vec![Ctl([0; 64]); BATCH],
-            out_names: vec![zero_sa; BATCH],
-            out_ctls: vec![Ctl([0; 64]); BATCH],
-            pending: Vec::with_capacity(BATCH),
+            out_names: vec![zero_sa; POOL],
+            out_ctls: vec![Ctl([0; 64]); POOL],
+            pending: Vec::with_capacity(POOL),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             stats: PortSetStats::default(),
         })
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> Engine {
+        if self.raw.is_some() {
+            Engine::Raw
+        } else {
+            Engine::Sockets
+        }
     }
 
     pub fn ip(&self) -> Ipv4Addr {
@@ -314,7 +407,8 @@ impl PortSet {
         Waker(self.wake.clone())
     }
 
-    /// Sends one datagram from the socket of `port` (outside a poll: tests, probes).
+    /// Sends one datagram from the socket of `port` (outside a poll: tests, probes), through
+    /// that socket whatever the engine.
     pub fn send_from(
         &mut self,
         port: u16,
@@ -329,13 +423,23 @@ impl PortSet {
                 format!("port {port} is not in the set"),
             ))
         })?;
+        self.flush();
         let opts = OptionsBuf::from_slice(options).unwrap_or_default();
         let n = data.len().min(BUF_LEN);
-        self.bufs[0][..n].copy_from_slice(&data[..n]);
-        self.pending.clear();
-        self.pending.push((i, dst, n, opts, 0));
+        self.bufs[0][HEADROOM..HEADROOM + n].copy_from_slice(&data[..n]);
+        self.pending.push(Out {
+            buf: 0,
+            sock: i,
+            start: HEADROOM,
+            len: n,
+            dst,
+            options: opts,
+        });
+        self.used = 1;
         let before = self.stats.send_failed;
-        self.flush();
+        self.flush_sockets();
+        self.pending.clear();
+        self.used = 0;
         if self.stats.send_failed > before {
             return Err(classify_options_error(
                 options,
@@ -401,22 +505,28 @@ impl PortSet {
             }
             out.received += self.read_socket(i, &mut decide);
         }
+        self.flush();
         Ok(out)
     }
 
-    /// One `recvmmsg` on socket `i` (level-triggered epoll calls again if more are queued),
-    /// the decisions, one `sendmmsg` per run of datagrams leaving by the same socket.
+    /// One `recvmmsg` on socket `i` (level-triggered epoll calls again if more are queued) into
+    /// the free buffers, and the decisions. The sockets engine sends at once; the raw engine
+    /// when the pool is full or the round ends.
     #[allow(clippy::needless_range_loop)] // several parallel arrays share the index
     fn read_socket<F>(&mut self, i: usize, decide: &mut F) -> usize
     where
         F: FnMut(Datagram<'_>) -> Action,
     {
+        if POOL - self.used < BATCH {
+            self.flush();
+        }
+        let base = self.used;
         // SAFETY: mmsghdr/iovec are plain data; zero is valid and every pointer is set below.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         for j in 0..BATCH {
             iovs[j] = libc::iovec {
-                iov_base: self.bufs[j].as_mut_ptr().cast(),
+                iov_base: self.bufs[base + j][HEADROOM..].as_mut_ptr().cast(),
                 iov_len: BUF_LEN,
             };
             let h = &mut hdrs[j].msg_hdr;
@@ -429,7 +539,7 @@ impl PortSet {
         }
         self.stats.recv_calls += 1;
         // SAFETY: `hdrs` holds BATCH valid headers whose buffers (names, iovecs pointing into
-        // `bufs`, control buffers) live in `self` and on this stack frame for the call.
+        // `bufs[base..base + BATCH]`, control buffers) live in `self` and on this stack frame.
         let n = unsafe {
             libc::recvmmsg(
                 self.socks[i].as_raw_fd(),
@@ -445,7 +555,7 @@ impl PortSet {
         let n = n as usize;
         self.stats.received += n as u64;
         let port = self.first + i as u16;
-        self.pending.clear();
+        let ip = self.ip;
         for j in 0..n {
             let h = &hdrs[j].msg_hdr;
             let len = hdrs[j].msg_len as usize;
@@ -455,76 +565,116 @@ impl PortSet {
             }
             let mut opts = [0u8; MAX_OPTIONS_LEN];
             let mut olen = 0;
+            let mut tos = 0u8;
             // SAFETY: walking the control messages the kernel wrote into our control buffer,
             // with the length it reported, through the libc CMSG macros.
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(h);
                 while !c.is_null() {
-                    if (*c).cmsg_level == libc::IPPROTO_IP
-                        && ((*c).cmsg_type == libc::IP_OPTIONS
-                            || (*c).cmsg_type == libc::IP_RECVOPTS)
-                    {
+                    if (*c).cmsg_level == libc::IPPROTO_IP {
                         let data = libc::CMSG_DATA(c);
-                        let dlen = ((*c).cmsg_len as usize)
-                            .saturating_sub(libc::CMSG_LEN(0) as usize)
-                            .min(MAX_OPTIONS_LEN);
-                        std::ptr::copy_nonoverlapping(data, opts.as_mut_ptr(), dlen);
-                        olen = dlen;
+                        let dlen =
+                            ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                        if (*c).cmsg_type == libc::IP_OPTIONS || (*c).cmsg_type == libc::IP_RECVOPTS
+                        {
+                            let dlen = dlen.min(MAX_OPTIONS_LEN);
+                            std::ptr::copy_nonoverlapping(data, opts.as_mut_ptr(), dlen);
+                            olen = dlen;
+                        } else if (*c).cmsg_type == libc::IP_TOS && dlen >= 1 {
+                            tos = *data;
+                        }
                     }
                     c = libc::CMSG_NXTHDR(h, c);
                 }
             }
             let src = SocketAddr::V4(from_sockaddr(&self.names[j]));
+            let b = base + j;
             let d = Datagram {
                 port,
                 src,
                 options: &opts[..olen],
-                buf: &mut self.bufs[j][..],
+                buf: &mut self.bufs[b][HEADROOM..],
                 len,
             };
-            if let Action::Send {
+            let Action::Send {
                 out_port,
                 dst,
                 len,
                 options,
             } = decide(d)
-            {
-                if let Some(o) = self.index(out_port) {
-                    self.pending.push((o, dst, len.min(BUF_LEN), options, j));
-                } else {
-                    self.stats.send_failed += 1;
+            else {
+                continue;
+            };
+            let Some(sock) = self.index(out_port) else {
+                self.stats.send_failed += 1;
+                continue;
+            };
+            let len = len.min(BUF_LEN);
+            if self.raw.is_some() {
+                let from = SocketAddrV4::new(ip, out_port);
+                match write_headers(&mut self.bufs[b], HEADROOM, len, from, dst, tos, &options) {
+                    Some(start) => self.pending.push(Out {
+                        buf: b,
+                        sock,
+                        start,
+                        len: HEADROOM + len - start,
+                        dst,
+                        options,
+                    }),
+                    None => self.stats.send_failed += 1,
                 }
+            } else {
+                self.pending.push(Out {
+                    buf: b,
+                    sock,
+                    start: HEADROOM,
+                    len,
+                    dst,
+                    options,
+                });
             }
         }
-        self.flush();
+        self.used = base + n;
+        if self.raw.is_none() {
+            self.flush();
+        }
         n
     }
 
-    /// Sends `pending` (socket index, destination, length, options, buffer index), one
-    /// `sendmmsg` per run of the same socket.
-    #[allow(clippy::needless_range_loop)]
+    /// Sends what is pending and frees the buffers.
     fn flush(&mut self) {
+        if self.raw.is_some() {
+            self.flush_raw();
+        } else {
+            self.flush_sockets();
+        }
+        self.pending.clear();
+        self.used = 0;
+    }
+
+    /// One `sendmmsg` per run of datagrams leaving by the same socket.
+    #[allow(clippy::needless_range_loop)]
+    fn flush_sockets(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        self.pending.sort_by_key(|p| p.0);
-        // SAFETY: as in read_socket: plain data, pointers set before use.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        self.pending.sort_by_key(|p| p.sock);
+        // SAFETY: plain data; pointers set before use.
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; self.pending.len()];
+        let mut iovs: Vec<libc::iovec> = vec![unsafe { zeroed() }; self.pending.len()];
         let mut start = 0;
         while start < self.pending.len() {
-            let sock = self.pending[start].0;
+            let sock = self.pending[start].sock;
             let mut end = start;
-            while end < self.pending.len() && self.pending[end].0 == sock {
+            while end < self.pending.len() && self.pending[end].sock == sock {
                 end += 1;
             }
-            let count = end - start;
-            for k in 0..count {
-                let (_, dst, len, opts, b) = self.pending[start + k];
-                self.out_names[k] = sockaddr(dst);
+            for k in start..end {
+                let o = self.pending[k];
+                self.out_names[k] = sockaddr(o.dst);
                 iovs[k] = libc::iovec {
-                    iov_base: self.bufs[b].as_mut_ptr().cast(),
-                    iov_len: len,
+                    iov_base: self.bufs[o.buf][o.start..].as_mut_ptr().cast(),
+                    iov_len: o.len,
                 };
                 let h = &mut hdrs[k].msg_hdr;
                 h.msg_name = (&mut self.out_names[k] as *mut libc::sockaddr_in).cast();
@@ -532,53 +682,181 @@ impl PortSet {
                 h.msg_iov = &mut iovs[k];
                 h.msg_iovlen = 1;
                 h.msg_flags = 0;
-                if opts.is_empty() {
+                if o.options.is_empty() {
                     h.msg_control = std::ptr::null_mut();
                     h.msg_controllen = 0;
                 } else {
-                    let o = opts.as_slice();
+                    let op = o.options.as_slice();
                     let ctl = &mut self.out_ctls[k].0;
                     // SAFETY: building one control message (IP_RETOPTS with the option bytes)
                     // inside our aligned 64-byte buffer; CMSG_SPACE(40) fits in it.
                     unsafe {
-                        let space = libc::CMSG_SPACE(o.len() as u32) as usize;
+                        let space = libc::CMSG_SPACE(op.len() as u32) as usize;
                         h.msg_control = ctl.as_mut_ptr().cast();
                         h.msg_controllen = space as _;
                         let c = libc::CMSG_FIRSTHDR(h);
                         (*c).cmsg_level = libc::IPPROTO_IP;
                         (*c).cmsg_type = libc::IP_RETOPTS;
-                        (*c).cmsg_len = libc::CMSG_LEN(o.len() as u32) as _;
-                        std::ptr::copy_nonoverlapping(o.as_ptr(), libc::CMSG_DATA(c), o.len());
+                        (*c).cmsg_len = libc::CMSG_LEN(op.len() as u32) as _;
+                        std::ptr::copy_nonoverlapping(op.as_ptr(), libc::CMSG_DATA(c), op.len());
                     }
                 }
             }
-            let mut done = 0;
-            while done < count {
-                self.stats.send_calls += 1;
-                // SAFETY: `hdrs[done..count]` are valid headers whose buffers live in `self`
-                // and on this stack frame for the call.
-                let r = unsafe {
-                    libc::sendmmsg(
-                        self.socks[sock].as_raw_fd(),
-                        hdrs.as_mut_ptr().add(done),
-                        (count - done) as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if r <= 0 {
-                    // The first datagram of the rest failed (buffer full, refused): drop it,
-                    // go on with the others.
-                    self.stats.send_failed += 1;
-                    done += 1;
-                } else {
-                    self.stats.sent += r as u64;
-                    done += r as usize;
-                }
-            }
+            let fd = self.socks[sock].as_raw_fd();
+            self.send_batch(fd, &mut hdrs[start..end]);
             start = end;
         }
-        self.pending.clear();
     }
+
+    /// One `sendmmsg` (or a few) on the raw socket for everything pending.
+    #[allow(clippy::needless_range_loop)]
+    fn flush_raw(&mut self) {
+        let Some(fd) = self.raw.as_ref().map(|r| r.as_raw_fd()) else {
+            return;
+        };
+        let count = self.pending.len();
+        if count == 0 {
+            return;
+        }
+        // SAFETY: plain data; pointers set before use.
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; count];
+        let mut iovs: Vec<libc::iovec> = vec![unsafe { zeroed() }; count];
+        for k in 0..count {
+            let o = self.pending[k];
+            self.out_names[k] = sockaddr(SocketAddrV4::new(*o.dst.ip(), 0));
+            iovs[k] = libc::iovec {
+                iov_base: self.bufs[o.buf][o.start..].as_mut_ptr().cast(),
+                iov_len: o.len,
+            };
+            let h = &mut hdrs[k].msg_hdr;
+            h.msg_name = (&mut self.out_names[k] as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[k];
+            h.msg_iovlen = 1;
+        }
+        self.send_batch(fd, &mut hdrs);
+    }
+
+    /// `sendmmsg` until every header is sent or dropped (one that the kernel refuses is
+    /// counted and skipped).
+    fn send_batch(&mut self, fd: RawFd, hdrs: &mut [libc::mmsghdr]) {
+        let mut done = 0;
+        while done < hdrs.len() {
+            self.stats.send_calls += 1;
+            // SAFETY: `hdrs[done..]` are valid headers whose buffers live in `self` and in the
+            // caller's frame for the call.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs.as_mut_ptr().add(done),
+                    (hdrs.len() - done) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r <= 0 {
+                self.stats.send_failed += 1;
+                done += 1;
+            } else {
+                self.stats.sent += r as u64;
+                done += r as usize;
+            }
+        }
+    }
+}
+
+/// The raw engine's sending socket (IPPROTO_RAW: headers written by us).
+fn raw_sender(buffer: usize) -> Result<OwnedFd, NetError> {
+    // SAFETY: creating a socket we own.
+    let tx = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if tx < 0 {
+        return Err(NetError::Io(io::Error::other(format!(
+            "the raw engine needs CAP_NET_RAW: {}",
+            io::Error::last_os_error()
+        ))));
+    }
+    let tx = owned(tx);
+    let b =
+        libc::c_int::try_from(buffer.saturating_mul(16).max(1 << 20)).unwrap_or(libc::c_int::MAX);
+    if setsockopt_int(tx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, b).is_err() {
+        let _ = setsockopt_int(tx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, b);
+    }
+    Ok(tx)
+}
+
+/// The ones' complement sum of `data` (RFC 1071), not folded.
+fn csum_add(mut sum: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (s, carry) = sum.overflowing_add(w);
+        sum = s + u64::from(carry);
+    }
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 8];
+    tail[..rest.len()].copy_from_slice(rest);
+    let w = u64::from_be_bytes(tail);
+    let (s, carry) = sum.overflowing_add(w);
+    s + u64::from(carry)
+}
+
+fn csum_fold(mut sum: u64) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Writes the IPv4 and UDP headers of a datagram whose payload is `buf[at..at + len]` in
+/// front of it; returns where the IPv4 header starts.
+fn write_headers(
+    buf: &mut [u8],
+    at: usize,
+    len: usize,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    tos: u8,
+    options: &OptionsBuf,
+) -> Option<usize> {
+    let options = options.as_slice();
+    let ihl = 20 + options.len();
+    let start = at.checked_sub(8 + ihl)?;
+    let total = u16::try_from(ihl + 8 + len).ok()?;
+    let ulen = u16::try_from(8 + len).ok()?;
+    let h = &mut buf[start..at];
+    h[0] = 0x40 | (ihl / 4) as u8;
+    h[1] = tos;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&[0, 0]); // identification: filled in by the kernel
+    h[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+    h[8] = 64;
+    h[9] = 17;
+    h[10..12].copy_from_slice(&[0, 0]); // header checksum: computed by the kernel
+    h[12..16].copy_from_slice(&src.ip().octets());
+    h[16..20].copy_from_slice(&dst.ip().octets());
+    h[20..ihl].copy_from_slice(options);
+    let u = ihl;
+    h[u..u + 2].copy_from_slice(&src.port().to_be_bytes());
+    h[u + 2..u + 4].copy_from_slice(&dst.port().to_be_bytes());
+    h[u + 4..u + 6].copy_from_slice(&ulen.to_be_bytes());
+    h[u + 6..u + 8].copy_from_slice(&[0, 0]);
+    // RFC 768: over the pseudo-header, the UDP header and the data.
+    let mut sum = csum_add(0, &src.ip().octets());
+    sum = csum_add(sum, &dst.ip().octets());
+    sum = csum_add(sum, &[0, 17]);
+    sum = csum_add(sum, &ulen.to_be_bytes());
+    sum = csum_add(sum, &buf[start + u..at + len]);
+    let mut c = !csum_fold(sum);
+    if c == 0 {
+        c = 0xffff;
+    }
+    buf[start + u + 6..start + u + 8].copy_from_slice(&c.to_be_bytes());
+    Some(start)
 }
 
 #[cfg(test)]
@@ -593,18 +871,42 @@ mod tests {
         p.saturating_sub(n).max(20_000) & !1
     }
 
-    fn bind(n: u16, opts: bool) -> PortSet {
+    fn bind_with(n: u16, opts: bool, engine: EngineChoice) -> PortSet {
         for _ in 0..20 {
-            if let Ok(p) = PortSet::bind(Ipv4Addr::LOCALHOST, free_range(n), n, opts, 1 << 20) {
+            if let Ok(p) =
+                PortSet::bind_engine(Ipv4Addr::LOCALHOST, free_range(n), n, opts, 1 << 20, engine)
+            {
                 return p;
             }
         }
         panic!("no free port range");
     }
 
+    fn bind(n: u16, opts: bool) -> PortSet {
+        bind_with(n, opts, EngineChoice::Sockets)
+    }
+
     #[test]
     fn forwards_between_ports_and_wakes() {
-        let mut set = bind(4, false);
+        forwarding(EngineChoice::Sockets);
+    }
+
+    /// The raw engine (tests run as root in CI: CAP_NET_RAW).
+    #[test]
+    fn the_raw_engine_forwards_between_ports_and_wakes() {
+        forwarding(EngineChoice::Raw);
+    }
+
+    fn forwarding(engine: EngineChoice) {
+        let mut set = bind_with(4, false, engine);
+        assert_eq!(
+            set.engine(),
+            if engine == EngineChoice::Raw {
+                Engine::Raw
+            } else {
+                Engine::Sockets
+            }
+        );
         let first = set.first_port();
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -651,6 +953,60 @@ mod tests {
         let o = set.poll(None, |_| Action::Drop).unwrap();
         assert!(o.woken);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn the_raw_engine_reads_and_writes_ipv4_options() {
+        let mut set = bind_with(4, true, EngineChoice::Raw);
+        let first = set.first_port();
+        let opts = [0x9e, 10, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0];
+        let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, first + 2);
+        // In: a datagram with the option (sent from a port of the set's own socket).
+        set.send_from(first, dst, b"tagged", &opts).unwrap();
+        // Out: forwarded to a plain socket with other options written into the header.
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let SocketAddr::V4(b_addr) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let out_opts = OptionsBuf::from_slice(&[0x9e, 10, 9, 9, 9, 9, 9, 9, 9, 9, 0, 0]).unwrap();
+        let mut seen = Vec::new();
+        while seen.is_empty() {
+            set.poll(Some(Duration::from_secs(2)), |d| {
+                seen.push((d.port, d.src, d.options.to_vec(), d.buf[..d.len].to_vec()));
+                Action::Send {
+                    out_port: first + 1,
+                    dst: b_addr,
+                    len: d.len,
+                    options: out_opts,
+                }
+            })
+            .unwrap();
+        }
+        assert_eq!(seen[0].0, first + 2);
+        assert_eq!(seen[0].1.port(), first);
+        assert_eq!(seen[0].2, opts.to_vec());
+        assert_eq!(seen[0].3, b"tagged".to_vec());
+        // The receiver gets the datagram (valid UDP checksum, or the kernel would drop it) from
+        // the leg's port.
+        let mut buf = [0u8; 64];
+        let (n, from) = b.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"tagged");
+        assert_eq!(from.port(), first + 1);
+        assert_eq!(set.stats().sent, 1 + 1);
+    }
+
+    #[test]
+    fn checksums_follow_rfc_1071() {
+        // RFC 1071 §3's example sum of 00 01 f2 03 f4 f5 f6 f7 is 0xddf2.
+        assert_eq!(
+            csum_fold(csum_add(
+                0,
+                &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]
+            )),
+            0xddf2
+        );
+        assert_eq!(csum_fold(csum_add(0, &[0xff, 0xff, 0x00, 0x01])), 0x0001);
     }
 
     #[test]

@@ -416,7 +416,8 @@ impl Env {
     }
 }
 
-fn setup(net: u8, carrier: Carrier, store: Store) -> Env {
+/// `engine`: the media I/O engine of the SPG's relay and the gateways (`[media] engine`).
+fn setup(net: u8, carrier: Carrier, store: Store, engine: &str) -> Env {
     let ip = |h: u8| Ipv4Addr::new(127, 0, net, h);
     let (spg_ip, gwa_ip, gwb_ip) = (ip(1), ip(11), ip(12));
     let dir = common::scratch(&format!("escrow_e2e_{net}"));
@@ -476,6 +477,7 @@ encryption = "mandatory"
 address = "{spg_ip}"
 first_port = {media_base}
 port_count = 40
+engine = "{engine}"
 [[gateway]]
 name = "gw1.a.example"
 addresses = ["{gwa_ip}"]
@@ -534,6 +536,7 @@ escrow = "{spg_ip}:7450"
 outside_address = "{gw_ip}"
 first_port = 30000
 port_count = 20
+engine = "{engine}"
 {carrier_toml}
 [metrics]
 address = "{gw_ip}:9461"
@@ -630,8 +633,8 @@ fn escrow_as(
     }
 }
 
-fn escrowed_call(net: u8, carrier: Carrier, store: Store) {
-    let env = setup(net, carrier, store);
+fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str) {
+    let env = setup(net, carrier, store, engine);
     let (gwa_ip, spg_ip) = (env.ip(11), env.ip(1));
     let source = signal(6);
     let (alice, bob) = env.call(&source, 5);
@@ -814,13 +817,13 @@ fn escrowed_call(net: u8, carrier: Carrier, store: Store) {
 }
 
 #[test]
-fn escrowed_call_ipv4_option_carrier_sqlite_store() {
-    escrowed_call(41, Carrier::Ipv4Option, Store::Sqlite);
+fn escrowed_call_ipv4_option_carrier_sqlite_store_raw_engine() {
+    escrowed_call(41, Carrier::Ipv4Option, Store::Sqlite, "raw");
 }
 
 #[test]
-fn escrowed_call_rtp_extension_carrier_postgres_store() {
-    escrowed_call(42, Carrier::RtpExtension, Store::Postgres);
+fn escrowed_call_rtp_extension_carrier_postgres_store_sockets_engine() {
+    escrowed_call(42, Carrier::RtpExtension, Store::Postgres, "sockets");
 }
 
 /// kill -9 the SPG in the middle of a call, start it again: every stored session is intact
@@ -828,7 +831,7 @@ fn escrowed_call_rtp_extension_carrier_postgres_store() {
 /// serves again.
 #[test]
 fn the_spg_killed_mid_call_keeps_every_stored_session() {
-    let mut env = setup(43, Carrier::RtpExtension, Store::Sqlite);
+    let mut env = setup(43, Carrier::RtpExtension, Store::Sqlite, "auto");
     let (alice, bob) = env.call(&signal(6), 30);
     let mut before = env.wait_escrowed();
     before.sort_by_key(|r| r.session_id);

@@ -29,7 +29,7 @@ use voxgate_media::relay::{
     CallTable, Decision, Relay, RelayAnchor, RelayCommand, RelayConfig, RelayDrop,
 };
 use voxgate_netio::plane::Plane;
-use voxgate_netio::portset::{Action, Datagram, PortSet};
+use voxgate_netio::portset::{Action, Datagram, EngineChoice, PortSet};
 use voxgate_netio::OptionsBuf;
 use voxgate_rtp::SrtpProfile;
 use voxgate_sip::anchor::{MediaAnchor, SdpContext, SdpKind, Side};
@@ -62,6 +62,9 @@ struct Args {
     socket_buffer: usize,
     #[arg(long)]
     scenario_out: PathBuf,
+    /// The relay's I/O engine, as `[media] engine` of voxgate spg: auto, raw or sockets.
+    #[arg(long, default_value = "auto")]
+    engine: String,
 }
 
 #[derive(Default)]
@@ -234,8 +237,15 @@ fn main() -> anyhow::Result<()> {
         relay.apply(cmd)?;
     }
     let setup_ms = setup.elapsed().as_millis();
-    let ports_set = PortSet::bind(a.host, a.relay_base, ports, true, a.socket_buffer)
-        .with_context(|| format!("binding {}:{}+{ports}", a.host, a.relay_base))?;
+    let engine = match a.engine.as_str() {
+        "auto" => EngineChoice::Auto,
+        "raw" => EngineChoice::Raw,
+        "sockets" => EngineChoice::Sockets,
+        other => bail!("--engine {other:?}: auto, raw or sockets"),
+    };
+    let ports_set =
+        PortSet::bind_engine(a.host, a.relay_base, ports, true, a.socket_buffer, engine)
+            .with_context(|| format!("binding {}:{}+{ports}", a.host, a.relay_base))?;
     let counters = Arc::new(Counters::default());
     let drops: Arc<Mutex<Vec<(RelayDrop, u64)>>> = Arc::default();
     let plane = BenchPlane {
@@ -245,10 +255,11 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::write(&a.scenario_out, serde_json::to_string_pretty(&scenario)?)
         .with_context(|| format!("writing {}", a.scenario_out.display()))?;
+    let engine_used = ports_set.engine();
     let (handle, thread) = voxgate_netio::plane::spawn("spg-relay", ports_set, plane)?;
     println!("ready");
     eprintln!(
-        "relay-bench-spg: {} calls escrowed in {setup_ms} ms, {ports} relay ports from {}, sampling {}, carrier {carrier}",
+        "relay-bench-spg: {} calls escrowed in {setup_ms} ms, {ports} relay ports from {}, sampling {}, carrier {carrier}, engine {engine_used:?}",
         a.calls, a.relay_base, a.sampling
     );
     let mut sig: libc::c_int = 0;
@@ -270,6 +281,7 @@ fn main() -> anyhow::Result<()> {
             "calls": a.calls,
             "sampling": a.sampling,
             "carrier": carrier.name(),
+            "engine": format!("{engine_used:?}").to_lowercase(),
             "received": g(&counters.received),
             "forwarded": g(&counters.forwarded),
             "verified": g(&counters.verified),

@@ -69,6 +69,9 @@ pub struct MediaSection {
     pub extension_id: u8,
     #[serde(default = "default_buffer")]
     pub socket_buffer_bytes: usize,
+    /// As the SPG's `[media] engine`: "auto", "raw" or "sockets".
+    #[serde(default)]
+    pub engine: crate::spg::EngineName,
 }
 
 fn default_ext_id() -> u8 {
@@ -99,6 +102,7 @@ pub struct Loaded {
     pub bridge: BridgeConfig,
     pub bind: Ipv4Addr,
     pub socket_buffer_bytes: usize,
+    pub engine: crate::spg::EngineName,
     pub escrow: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -189,6 +193,7 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         sip,
         bind,
         socket_buffer_bytes: m.socket_buffer_bytes,
+        engine: m.engine,
         escrow: f.provider.escrow,
         cert,
         key,

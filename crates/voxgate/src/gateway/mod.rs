@@ -176,15 +176,20 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    check_carrier(cfg.bridge.carrier)?;
-    let set = PortSet::bind(
+    let set = PortSet::bind_engine(
         cfg.bind,
         cfg.bridge.first_port,
         cfg.bridge.port_count,
         false,
         cfg.socket_buffer_bytes,
+        cfg.engine.into(),
     )
     .with_context(|| format!("binding the media ports on {}", cfg.bind))?;
+    if set.engine() == voxgate_netio::portset::Engine::Sockets {
+        // Option 158 goes out with each datagram through the port's socket: CAP_NET_RAW.
+        check_carrier(cfg.bridge.carrier)?;
+    }
+    tracing::info!(engine = ?set.engine(), "media ports bound");
     let bridge_metrics = Arc::new(BridgeMetrics::default());
     let plane = BridgePlane {
         bridge: Bridge::new(&cfg.bridge),

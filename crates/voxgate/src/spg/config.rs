@@ -101,6 +101,31 @@ pub struct MediaSection {
     /// Kernel buffer of each relay socket.
     #[serde(default = "default_media_buffer")]
     pub socket_buffer_bytes: usize,
+    /// How forwarded datagrams leave: "raw" (one raw socket, batched across calls, needs
+    /// CAP_NET_RAW), "sockets" (each port's own socket), or "auto" (raw when allowed).
+    #[serde(default)]
+    pub engine: EngineName,
+}
+
+/// `[media] engine`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineName {
+    #[default]
+    Auto,
+    Raw,
+    Sockets,
+}
+
+impl From<EngineName> for voxgate_netio::portset::EngineChoice {
+    fn from(e: EngineName) -> Self {
+        use voxgate_netio::portset::EngineChoice;
+        match e {
+            EngineName::Auto => EngineChoice::Auto,
+            EngineName::Raw => EngineChoice::Raw,
+            EngineName::Sockets => EngineChoice::Sockets,
+        }
+    }
 }
 
 fn one() -> u64 {

@@ -19,6 +19,7 @@ mod escrow;
 mod metrics;
 mod relay;
 
+pub(crate) use config::EngineName;
 pub(crate) use escrow::wall_ms;
 
 use std::path::PathBuf;

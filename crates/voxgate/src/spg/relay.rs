@@ -182,12 +182,13 @@ pub(crate) fn start(
     m: &MediaSection,
     gateways: Vec<IpAddr>,
 ) -> anyhow::Result<(RelayHandle, Arc<RelayMetrics>, std::thread::JoinHandle<()>)> {
-    let set = PortSet::bind(
+    let set = PortSet::bind_engine(
         m.address,
         m.first_port,
         m.port_count,
         true,
         m.socket_buffer_bytes,
+        m.engine.into(),
     )
     .with_context(|| {
         format!(
@@ -205,6 +206,7 @@ pub(crate) fn start(
         first: m.verify_first,
         one_in: m.verify_one_in,
     };
+    tracing::info!(engine = ?set.engine(), ports = m.port_count, "media relay bound");
     let metrics = Arc::new(RelayMetrics::default());
     let plane = RelayPlane {
         relay: Relay::new(&relay_config(m), mode, sampling),
