@@ -239,8 +239,9 @@ pub fn raise_open_files_limit() -> u64 {
 
 impl PortSet {
     /// Binds `count` UDP sockets on `ip`, ports `first..first+count`, with the sockets engine.
-    /// `recv_options`: ask for each datagram's IPv4 options (`IP_RECVOPTS`). `buffer`:
-    /// SO_RCVBUF/SO_SNDBUF per socket (forced past the system cap when the process may).
+    /// `recv_options`: ask for each datagram's IPv4 options (`IP_RECVOPTS`). `buffer`: the
+    /// receive queue of each port (SO_RCVBUF, forced past the system cap when the process
+    /// may); send buffers are at least 256 KiB.
     pub fn bind(
         ip: Ipv4Addr,
         first: u16,
@@ -319,12 +320,13 @@ impl PortSet {
                 )
             })?);
             let sock = fd.as_raw_fd();
-            for (opt, force) in [
-                (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE),
-                (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE),
+            let sndbuf = buf.max(256 * 1024);
+            for (opt, force, size) in [
+                (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, buf),
+                (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, sndbuf),
             ] {
-                if buffer > 0 && setsockopt_int(sock, libc::SOL_SOCKET, force, buf).is_err() {
-                    let _ = setsockopt_int(sock, libc::SOL_SOCKET, opt, buf);
+                if buffer > 0 && setsockopt_int(sock, libc::SOL_SOCKET, force, size).is_err() {
+                    let _ = setsockopt_int(sock, libc::SOL_SOCKET, opt, size);
                 }
             }
             if recv_options {

@@ -57,9 +57,9 @@ struct Args {
     host: Ipv4Addr,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Kernel buffer per relay socket (the SPG's default).
-    #[arg(long, default_value_t = 256 * 1024)]
-    socket_buffer: usize,
+    /// Receive queue per relay port (`[media] port_queue_bytes`; the SPG's default).
+    #[arg(long, default_value_t = 8 * 1024)]
+    port_queue: usize,
     #[arg(long)]
     scenario_out: PathBuf,
     /// The relay's I/O engine, as `[media] engine` of voxgate spg: auto, raw or sockets.
@@ -243,9 +243,8 @@ fn main() -> anyhow::Result<()> {
         "sockets" => EngineChoice::Sockets,
         other => bail!("--engine {other:?}: auto, raw or sockets"),
     };
-    let ports_set =
-        PortSet::bind_engine(a.host, a.relay_base, ports, true, a.socket_buffer, engine)
-            .with_context(|| format!("binding {}:{}+{ports}", a.host, a.relay_base))?;
+    let ports_set = PortSet::bind_engine(a.host, a.relay_base, ports, true, a.port_queue, engine)
+        .with_context(|| format!("binding {}:{}+{ports}", a.host, a.relay_base))?;
     let counters = Arc::new(Counters::default());
     let drops: Arc<Mutex<Vec<(RelayDrop, u64)>>> = Arc::default();
     let plane = BenchPlane {

@@ -67,8 +67,9 @@ pub struct MediaSection {
     /// The RTP header extension id (1-14) with `carrier = "rtp-extension"`.
     #[serde(default = "default_ext_id")]
     pub extension_id: u8,
+    /// Receive queue of each media port (as the SPG's `port_queue_bytes`).
     #[serde(default = "default_buffer")]
-    pub socket_buffer_bytes: usize,
+    pub port_queue_bytes: usize,
     /// As the SPG's `[media] engine`: "auto", "raw" or "sockets".
     #[serde(default)]
     pub engine: crate::spg::EngineName,
@@ -78,7 +79,7 @@ fn default_ext_id() -> u8 {
     1
 }
 fn default_buffer() -> usize {
-    256 * 1024
+    8 * 1024
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,7 +102,7 @@ pub struct Loaded {
     pub sip: ProxyConfig,
     pub bridge: BridgeConfig,
     pub bind: Ipv4Addr,
-    pub socket_buffer_bytes: usize,
+    pub port_queue_bytes: usize,
     pub engine: crate::spg::EngineName,
     pub escrow: SocketAddr,
     pub cert: PathBuf,
@@ -192,7 +193,7 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         },
         sip,
         bind,
-        socket_buffer_bytes: m.socket_buffer_bytes,
+        port_queue_bytes: m.port_queue_bytes,
         engine: m.engine,
         escrow: f.provider.escrow,
         cert,

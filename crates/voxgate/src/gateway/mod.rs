@@ -181,7 +181,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         cfg.bridge.first_port,
         cfg.bridge.port_count,
         false,
-        cfg.socket_buffer_bytes,
+        cfg.port_queue_bytes,
         cfg.engine.into(),
     )
     .with_context(|| format!("binding the media ports on {}", cfg.bind))?;

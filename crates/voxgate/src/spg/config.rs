@@ -98,9 +98,13 @@ pub struct MediaSection {
     pub verify_first: u64,
     #[serde(default = "one")]
     pub verify_one_in: u64,
-    /// Kernel buffer of each relay socket.
+    /// Receive queue of each relay port (SO_RCVBUF, which Linux doubles and charges per
+    /// packet with its overhead): what it holds bounds the delay a stream can build up when
+    /// the relay is overloaded; beyond it the stream's excess packets are shed (each port
+    /// sheds its own: every call keeps flowing). The default holds 19 packets, 0.38 s of a 50
+    /// packets/s stream on loopback.
     #[serde(default = "default_media_buffer")]
-    pub socket_buffer_bytes: usize,
+    pub port_queue_bytes: usize,
     /// How forwarded datagrams leave: "raw" (one raw socket, batched across calls, needs
     /// CAP_NET_RAW), "sockets" (each port's own socket), or "auto" (raw when allowed).
     #[serde(default)]
@@ -132,7 +136,7 @@ fn one() -> u64 {
     1
 }
 fn default_media_buffer() -> usize {
-    256 * 1024
+    8 * 1024
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

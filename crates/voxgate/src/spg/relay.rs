@@ -187,7 +187,7 @@ pub(crate) fn start(
         m.first_port,
         m.port_count,
         true,
-        m.socket_buffer_bytes,
+        m.port_queue_bytes,
         m.engine.into(),
     )
     .with_context(|| {
