@@ -111,6 +111,22 @@ struct GateStream {
     /// packet verifies with the new key.
     previous: Option<SrtpSession>,
     seen: u64,
+    /// SHA-256 of the suite, master key and MKI (to tell a rekey from the same keys again).
+    key_id: [u8; 32],
+}
+
+fn key_id(k: &crate::wire::StreamKey) -> [u8; 32] {
+    let mut c = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    c.update(k.suite.as_bytes());
+    c.update(&[0]);
+    c.update(&k.master.0);
+    c.update(&[0]);
+    if let Some(m) = &k.mki {
+        c.update(m);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(c.finish().as_ref());
+    out
 }
 
 struct GateSession {
@@ -181,7 +197,8 @@ impl MediaGate {
     }
 
     /// Arms (or re-arms after a rekey) the checks of an escrowed session. On a rekey, each
-    /// stream's previous key stays usable until the new one has verified a packet.
+    /// stream's previous key stays usable until the new one has verified a packet; a stream
+    /// whose key did not change keeps its context (its replay window is not reset).
     pub fn arm(&mut self, s: &Session) -> Result<(), GateError> {
         let mut old = self.sessions.remove(&s.id);
         let mut streams = Vec::with_capacity(s.streams.len());
@@ -193,22 +210,32 @@ impl MediaGate {
             if let Some(m) = &k.mki {
                 mk = mk.with_mki(m);
             }
-            let srtp = SrtpSession::new(SrtpPolicy::new(mk)).map_err(key_err)?;
-            let previous = old.as_mut().and_then(|o| {
+            let id = key_id(k);
+            let before = old.as_mut().and_then(|o| {
                 let i = o
                     .streams
                     .iter()
                     .position(|p| p.src == k.src.0 && p.dst == k.dst.0)?;
-                Some(o.streams.swap_remove(i).srtp)
+                Some(o.streams.swap_remove(i))
             });
-            streams.push(GateStream {
-                src: k.src.0,
-                dst: k.dst.0,
-                ssrc: k.ssrc,
-                srtp,
-                previous,
-                seen: 0,
-            });
+            match before {
+                Some(mut same) if same.key_id == id => {
+                    same.ssrc = k.ssrc;
+                    streams.push(same);
+                }
+                before => {
+                    let srtp = SrtpSession::new(SrtpPolicy::new(mk)).map_err(key_err)?;
+                    streams.push(GateStream {
+                        src: k.src.0,
+                        dst: k.dst.0,
+                        ssrc: k.ssrc,
+                        srtp,
+                        previous: before.map(|b| b.srtp),
+                        seen: 0,
+                        key_id: id,
+                    });
+                }
+            }
         }
         self.sessions.insert(s.id, GateSession { streams });
         Ok(())
@@ -488,6 +515,25 @@ mod tests {
         assert_eq!(
             g.check(a, b, Ok(Some(9)), &srtp(&mut sender(3), 5, 0x1111)),
             Verdict::Drop(DropReason::TagMismatch)
+        );
+    }
+
+    #[test]
+    fn re_arming_the_same_keys_keeps_the_replay_window() {
+        let (a, b) = (A.parse().unwrap(), B.parse().unwrap());
+        let mut g = MediaGate::new(Mode::Global, Sampling::EVERY_PACKET);
+        g.arm(&session(5, 1)).unwrap();
+        let mut s = sender(1);
+        let p = srtp(&mut s, 1, 0x1111);
+        assert!(matches!(
+            g.check(a, b, Ok(Some(5)), &p),
+            Verdict::Forward { verified: true, .. }
+        ));
+        // The same key_update again (e.g. a second answer to one offer): still a replay.
+        g.arm(&session(5, 1)).unwrap();
+        assert_eq!(
+            g.check(a, b, Ok(Some(5)), &p),
+            Verdict::Drop(DropReason::Replay)
         );
     }
 

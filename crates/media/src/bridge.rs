@@ -79,6 +79,11 @@ pub struct BridgeLeg {
     /// Leaves toward the provider: rewritten SSRC, session_ID carrier, held until escrowed.
     pub outward: bool,
     pub ssrc_out: Option<u32>,
+    /// The keys did not change since the port's previous leg: keep its contexts (so the
+    /// sender's index goes on and no (key, SSRC, index) is ever used twice, and the replay
+    /// window is not reset), and ignore `rx`/`tx` here.
+    pub keep_rx: bool,
+    pub keep_tx: bool,
 }
 
 impl std::fmt::Debug for BridgeLeg {
@@ -122,7 +127,11 @@ pub enum EscrowRequest {
 pub type BridgeSink = Box<dyn FnMut(BridgeCommand) + Send>;
 pub type EscrowSink = Box<dyn FnMut(EscrowRequest) + Send>;
 
+/// The keys of the four contexts of a call's legs (inside rx/tx, outside rx/tx).
+type LegKeys = [Option<CryptoAttribute>; 4];
+
 /// Keys and addresses of one bridged call.
+#[derive(Clone)]
 struct Call {
     inside_port: u16,
     outside_port: u16,
@@ -142,6 +151,11 @@ struct Call {
     outside_tx: Option<CryptoAttribute>,
     /// Waiting for the ACK before escrowing (we sent the answer outside).
     escrow_at_ack: bool,
+    /// The keys last handed to the data plane, and last escrowed (with the relay's address).
+    pushed: Option<LegKeys>,
+    escrowed: Option<(CryptoAttribute, CryptoAttribute, SocketAddr)>,
+    /// The last answer refused the audio stream: no media flows.
+    refused: bool,
     /// `o=` versions of the SDP we write on each leg (inside, outside).
     versions: [u64; 2],
     session: u64,
@@ -354,8 +368,65 @@ impl BridgeAnchor {
         SessionDescription { session, media }.to_bytes()
     }
 
+    /// An answer that refuses every stream of `template`, with our session lines.
+    fn write_refusal(
+        &self,
+        call: &mut Call,
+        outside: bool,
+        template: &SessionDescription,
+    ) -> Vec<u8> {
+        let ip = if outside {
+            self.cfg.outside_address
+        } else {
+            self.cfg.inside_address
+        };
+        let v = &mut call.versions[usize::from(outside)];
+        *v += 1;
+        let c = connection_value(ip);
+        let session = vec![
+            Line {
+                kind: 'v',
+                value: "0".into(),
+            },
+            Line {
+                kind: 'o',
+                value: format!("voxgate {} {} {c}", call.session, v),
+            },
+            Line {
+                kind: 's',
+                value: "-".into(),
+            },
+            Line {
+                kind: 'c',
+                value: c,
+            },
+            Line {
+                kind: 't',
+                value: "0 0".into(),
+            },
+        ];
+        let media = template
+            .media
+            .iter()
+            .map(|m| Media {
+                media: m.media.clone(),
+                port: 0,
+                proto: m.proto.clone(),
+                formats: m.formats.clone(),
+                lines: Vec::new(),
+            })
+            .collect();
+        SessionDescription { session, media }.to_bytes()
+    }
+
     fn new_call(&mut self) -> Result<Call, Refusal> {
-        let (Some(i), Some(o)) = (self.pool.alloc(), self.pool.alloc()) else {
+        let ssrc_out = self.random_u32()?;
+        let session = u64::from(self.random_u32()?);
+        let Some(i) = self.pool.alloc() else {
+            return Err(Refusal::new(503, "no media ports left on the gateway"));
+        };
+        let Some(o) = self.pool.alloc() else {
+            self.pool.release(i);
             return Err(Refusal::new(503, "no media ports left on the gateway"));
         };
         Ok(Call {
@@ -364,7 +435,7 @@ impl BridgeAnchor {
             inside_peer: None,
             outside_peer: None,
             far_ssrc: None,
-            ssrc_out: self.random_u32()?,
+            ssrc_out,
             offer_from_inside: true,
             offer_keys: Vec::new(),
             offer_proto: String::new(),
@@ -374,8 +445,11 @@ impl BridgeAnchor {
             outside_rx: None,
             outside_tx: None,
             escrow_at_ack: false,
+            pushed: None,
+            escrowed: None,
+            refused: false,
             versions: [0, 0],
-            session: u64::from(self.random_u32()?),
+            session,
             last: [None, None],
         })
     }
@@ -486,14 +560,12 @@ impl BridgeAnchor {
             return Err(bad("an answer from the side that made the offer"));
         }
         let Some(ai) = first_audio(sd) else {
-            // The audio stream was refused: pass the refusal on.
-            let mut refused = sd.clone();
-            for m in refused.media.iter_mut() {
-                m.port = 0;
-                m.lines.clear();
-            }
-            return Ok(refused.to_bytes());
+            // The audio stream was refused: pass the refusal on, in an SDP of our own (nothing
+            // of one side's description crosses to the other).
+            call.refused = true;
+            return Ok(self.write_refusal(call, from_inside, sd));
         };
+        call.refused = false;
         let m = &sd.media[ai];
         let info = media_info(sd, m);
         let answered = usable_keys(m);
@@ -578,8 +650,22 @@ impl BridgeAnchor {
         }
     }
 
-    /// Hands the data plane both legs of a call.
-    fn push_legs(&mut self, call: &Call) {
+    /// Hands the data plane both legs of a call; contexts whose keys did not change are kept.
+    fn push_legs(&mut self, call: &mut Call) {
+        let keys: LegKeys = [
+            call.inside_rx.clone(),
+            call.inside_tx.clone(),
+            call.outside_rx.clone(),
+            call.outside_tx.clone(),
+        ];
+        let same = |i: usize| {
+            call.pushed
+                .as_ref()
+                .is_some_and(|p| p[i].is_some() && p[i] == keys[i])
+        };
+        let (keep_in_rx, keep_in_tx, keep_out_rx, keep_out_tx) =
+            (same(0), same(1), same(2), same(3));
+        call.pushed = Some(keys);
         let inside = BridgeLeg {
             peer: call.inside_peer,
             out_port: call.outside_port,
@@ -588,6 +674,8 @@ impl BridgeAnchor {
             tx: call.outside_tx.as_ref().and_then(session_of),
             outward: true,
             ssrc_out: Some(call.ssrc_out),
+            keep_rx: keep_in_rx,
+            keep_tx: keep_out_tx,
         };
         let outside = BridgeLeg {
             peer: call.outside_peer,
@@ -597,6 +685,8 @@ impl BridgeAnchor {
             tx: call.inside_tx.as_ref().and_then(session_of),
             outward: false,
             ssrc_out: None,
+            keep_rx: keep_out_rx,
+            keep_tx: keep_in_tx,
         };
         (self.media)(BridgeCommand::Leg {
             port: call.inside_port,
@@ -608,13 +698,19 @@ impl BridgeAnchor {
         });
     }
 
-    fn escrow_keys(&mut self, call_id: &str, call: &Call) {
+    /// Asks for escrow of the call's outside keys, unless exactly these are escrowed already.
+    fn escrow_keys(&mut self, call_id: &str, call: &mut Call) {
         let here = SocketAddr::new(self.cfg.outside_address, call.outside_port);
         let (Some(peer), Some(tx), Some(rx)) =
             (call.outside_peer, &call.outside_tx, &call.outside_rx)
         else {
             return;
         };
+        let now = (tx.clone(), rx.clone(), peer);
+        if call.escrowed.as_ref() == Some(&now) {
+            return;
+        }
+        call.escrowed = Some(now);
         let streams: Vec<StreamKey> = [
             stream_key(Direction::Send, here, peer, Some(call.ssrc_out), tx),
             stream_key(Direction::Receive, peer, here, call.far_ssrc, rx),
@@ -655,7 +751,10 @@ impl MediaAnchor for BridgeAnchor {
         }
         let sd = SessionDescription::parse(body)
             .map_err(|e| Refusal::new(488, format!("SDP the gateway cannot read: {e}")))?;
-        let mut call = match self.calls.remove(ctx.call_id) {
+        // Worked on a copy: a refused body leaves the call as it was.
+        let existing = self.calls.get(ctx.call_id).cloned();
+        let is_new = existing.is_none();
+        let mut call = match existing {
             Some(c) => c,
             None if ctx.kind == SdpKind::Offer => self.new_call()?,
             None => return Err(Refusal::new(502, "an answer without an offer")),
@@ -667,27 +766,20 @@ impl MediaAnchor for BridgeAnchor {
         match r {
             Ok(out) => {
                 call.last[dir] = Some((body.to_vec(), out.clone()));
-                if ctx.kind == SdpKind::Answer {
-                    self.push_legs(&call);
+                if ctx.kind == SdpKind::Answer && !call.refused {
+                    self.push_legs(&mut call);
                     if !call.escrow_at_ack {
-                        self.escrow_keys(ctx.call_id, &call);
+                        self.escrow_keys(ctx.call_id, &mut call);
                     }
-                } else if call.outside_tx.is_none() {
-                    // Early: legs for what is known (nothing flows before the answer's keys).
                 }
                 self.calls.insert(ctx.call_id.to_string(), call);
                 Ok(Some(out))
             }
             Err(e) => {
-                if call.outside_tx.is_none()
-                    && call.inside_tx.is_none()
-                    && ctx.kind == SdpKind::Offer
-                {
-                    // A new call that failed: release its ports.
+                if is_new {
+                    // Nothing was handed to the data plane for it: its ports go back.
                     self.pool.release(call.inside_port);
                     self.pool.release(call.outside_port);
-                } else {
-                    self.calls.insert(ctx.call_id.to_string(), call);
                 }
                 Err(e)
             }
@@ -700,7 +792,7 @@ impl MediaAnchor for BridgeAnchor {
         };
         if call.escrow_at_ack {
             call.escrow_at_ack = false;
-            self.escrow_keys(call_id, &call);
+            self.escrow_keys(call_id, &mut call);
         }
         self.calls.insert(call_id.to_string(), call);
     }
@@ -830,7 +922,18 @@ impl Bridge {
         match cmd {
             BridgeCommand::Leg { port, leg } => {
                 if let Some(i) = self.slot(port) {
-                    self.legs[i] = leg;
+                    let old = self.legs[i].take();
+                    self.legs[i] = leg.map(|mut new| {
+                        if let Some(mut old) = old {
+                            if new.keep_rx && old.rx.is_some() {
+                                new.rx = old.rx.take();
+                            }
+                            if new.keep_tx && old.tx.is_some() {
+                                new.tx = old.tx.take();
+                            }
+                        }
+                        new
+                    });
                 }
             }
             BridgeCommand::Tag { port, session_id } => {

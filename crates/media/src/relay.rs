@@ -247,16 +247,17 @@ impl MediaAnchor for RelayAnchor {
         let table = self.table.clone();
         let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
         let relay_ip = t.relay_ip;
-        let call = t.calls.entry(ctx.call_id.to_string()).or_default();
+        // Worked on a copy: a refused body changes nothing (ports, legs, the escrow check).
+        let mut call = t.calls.get(ctx.call_id).cloned().unwrap_or_default();
         if let Some(n) = ctx.from_trusted {
             call.parties[me] = Some(n.to_string());
         }
         if let Some(n) = ctx.to_trusted {
             call.parties[other] = Some(n.to_string());
         }
-        let mut call = std::mem::take(call);
         let mut changed = Vec::new();
         let mut released = Vec::new();
+        let mut allocated: Vec<u16> = Vec::new();
         let mut refusal = None;
         let infos: Vec<_> = sd.media.iter().map(|m| media_info(&sd, m)).collect();
         for (i, (m, info)) in sd.media.iter_mut().zip(infos).enumerate() {
@@ -279,10 +280,16 @@ impl MediaAnchor for RelayAnchor {
             let stream = match &mut call.streams[i] {
                 Some(s) => s,
                 slot @ None => {
-                    let (Some(a), Some(b)) = (self.pool.alloc(), self.pool.alloc()) else {
+                    let Some(a) = self.pool.alloc() else {
                         refusal = Some(Refusal::new(503, "no relay ports left"));
                         break;
                     };
+                    allocated.push(a);
+                    let Some(b) = self.pool.alloc() else {
+                        refusal = Some(Refusal::new(503, "no relay ports left"));
+                        break;
+                    };
+                    allocated.push(b);
                     slot.insert(StreamMedia {
                         ports: [a, b],
                         rtp: [None; 2],
@@ -301,9 +308,12 @@ impl MediaAnchor for RelayAnchor {
             changed.push(stream.clone());
         }
         if let Some(r) = refusal {
-            // Nothing of this body takes effect; a call that had no media yet is released
-            // by the proxy (call_ended) when it answers the refusal.
-            t.calls.insert(ctx.call_id.to_string(), call);
+            // Nothing of this body takes effect: the pairs taken for it go back, the call
+            // stays as it was (a call that had no media yet is released by the proxy, with
+            // call_ended, when it answers the refusal).
+            for p in allocated {
+                self.pool.release(p);
+            }
             return Err(r);
         }
         set_session_address(&mut sd, relay_ip);
