@@ -1015,7 +1015,8 @@ impl Bridge {
             _ => None,
         };
         let new_hdr_end = fixed + ext.map_or(0, |e| e.len());
-        if len - hdr_end + new_hdr_end + HEADROOM > buf.len() {
+        // Room for the new header and the SRTP tag (our keys have no MKI).
+        if len - hdr_end + new_hdr_end + 16 > buf.len() {
             return self.drop(BridgeDrop::Malformed);
         }
         buf.copy_within(hdr_end..len, new_hdr_end);
