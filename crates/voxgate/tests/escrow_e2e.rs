@@ -678,7 +678,10 @@ fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str) {
     let SocketAddr::V4(other) = other_port.local_addr().unwrap() else {
         unreachable!()
     };
+    // Paced: a relay port queues only ~19 datagrams (`port_queue_bytes`), and a burst of 20
+    // on one port (with the real stream) would be partly shed by the kernel.
     for i in 0..5u16 {
+        std::thread::sleep(Duration::from_millis(10));
         // (1) No session_ID, from the gateway's own tuple.
         let p = srtp_packet(&send.master.0, 60_000 + i, ssrc, None);
         raw_send(gw_media, relay, &[], &p);
