@@ -38,6 +38,7 @@ use std::os::fd::AsFd;
 pub mod plane;
 pub mod portset;
 mod sys;
+mod uring;
 
 /// The maximum length of IPv4 header options (RFC 791: header at most 60 bytes, 20 of them fixed).
 pub const MAX_OPTIONS_LEN: usize = 40;

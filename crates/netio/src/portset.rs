@@ -6,7 +6,10 @@
 //! Another thread can interrupt a `poll` with a [`Waker`] (an eventfd in the same epoll set),
 //! e.g. to have the caller apply control commands.
 //!
-//! Two engines send what is forwarded ([`Engine`]):
+//! Three engines ([`Engine`]). **uring** (the default where the kernel has it, see
+//! `uring.rs`): a multishot receive armed on every port's socket and the sends on one
+//! io_uring, so one system call serves a batch of datagrams from all ports. With epoll, two
+//! ways to send what is forwarded:
 //! - **sockets**: from each port's own socket, one `sendmmsg` per run of datagrams leaving by
 //!   the same socket. With a port per call leg that is one system call per datagram sent (and
 //!   one per ready socket received): the cost that bounds rtpengine and any per-port relay in
@@ -39,20 +42,27 @@ const HEADROOM: usize = 20 + MAX_OPTIONS_LEN + 8;
 const EVENTS: usize = 256;
 const WAKE_TOKEN: u64 = u64::MAX;
 
-/// How a [`PortSet`] sends (see the module documentation).
+/// How a [`PortSet`] moves datagrams (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Sockets,
     Raw,
+    Uring,
 }
 
-/// The engine asked for: `Auto` is raw when the process may open a raw socket and the set is
-/// bound to a specific address, else sockets.
+/// The engine asked for: `Auto` is io_uring where the kernel offers it, else raw when the
+/// process may open a raw socket and the set is bound to a specific address, else sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
     Auto,
     Sockets,
     Raw,
+    Uring,
+}
+
+/// Whether io_uring can be set up here (kernel support, not disabled by sysctl or seccomp).
+fn uring_available() -> bool {
+    io_uring::IoUring::new(2).is_ok()
 }
 
 /// A datagram to send: the buffer, the socket index (sockets engine) or the start of the
@@ -157,6 +167,9 @@ pub struct PortSet {
     pending: Vec<Out>,
     events: Vec<libc::epoll_event>,
     stats: PortSetStats,
+    /// The io_uring engine: wanted, and made by the polling thread on its first poll.
+    want_uring: bool,
+    uring: Option<crate::uring::Uring>,
 }
 
 impl std::fmt::Debug for PortSet {
@@ -183,7 +196,7 @@ fn owned(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+pub(crate) fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is plain data; all-zero is valid.
     let mut s: libc::sockaddr_in = unsafe { zeroed() };
     s.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -268,8 +281,19 @@ impl PortSet {
         buffer: usize,
         engine: EngineChoice,
     ) -> Result<PortSet, NetError> {
+        let want_uring = match engine {
+            EngineChoice::Uring if !uring_available() => {
+                return Err(NetError::Io(io::Error::other(
+                    "io_uring is not available here (kernel, sysctl kernel.io_uring_disabled, or seccomp)",
+                )))
+            }
+            EngineChoice::Uring => true,
+            EngineChoice::Auto => uring_available(),
+            _ => false,
+        };
         let raw = match engine {
-            EngineChoice::Sockets => None,
+            _ if want_uring => None,
+            EngineChoice::Sockets | EngineChoice::Uring => None,
             EngineChoice::Raw if ip.is_unspecified() => {
                 return Err(NetError::Io(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -373,12 +397,16 @@ impl PortSet {
             pending: Vec::with_capacity(POOL),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             stats: PortSetStats::default(),
+            want_uring,
+            uring: None,
         })
     }
 
     /// The engine in use.
     pub fn engine(&self) -> Engine {
-        if self.raw.is_some() {
+        if self.want_uring {
+            Engine::Uring
+        } else if self.raw.is_some() {
             Engine::Raw
         } else {
             Engine::Sockets
@@ -462,6 +490,35 @@ impl PortSet {
     where
         F: FnMut(Datagram<'_>) -> Action,
     {
+        if self.want_uring {
+            if self.uring.is_none() {
+                match crate::uring::Uring::new(&self.socks, self.wake.as_raw_fd()) {
+                    Ok(u) => self.uring = Some(u),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "io_uring set-up failed: using epoll");
+                        self.want_uring = false;
+                    }
+                }
+            }
+            if let Some(u) = self.uring.as_mut() {
+                let (received, woken) = u.poll(
+                    &self.socks,
+                    self.first,
+                    self.wake.as_raw_fd(),
+                    timeout,
+                    &mut self.stats,
+                    &mut decide,
+                )?;
+                if u.unsupported {
+                    tracing::warn!(
+                        "multishot receives are not supported by this kernel: using epoll"
+                    );
+                    self.uring = None;
+                    self.want_uring = false;
+                }
+                return Ok(PollOutcome { woken, received });
+            }
+        }
         let ms = match timeout {
             None => -1,
             Some(d) => libc::c_int::try_from(d.as_millis().max(u128::from(d > Duration::ZERO)))
@@ -899,14 +956,20 @@ mod tests {
         forwarding(EngineChoice::Raw);
     }
 
+    /// The io_uring engine (Linux 6.1; CI's kernel has it).
+    #[test]
+    fn the_uring_engine_forwards_between_ports_and_wakes() {
+        forwarding(EngineChoice::Uring);
+    }
+
     fn forwarding(engine: EngineChoice) {
         let mut set = bind_with(4, false, engine);
         assert_eq!(
             set.engine(),
-            if engine == EngineChoice::Raw {
-                Engine::Raw
-            } else {
-                Engine::Sockets
+            match engine {
+                EngineChoice::Raw => Engine::Raw,
+                EngineChoice::Uring => Engine::Uring,
+                _ => Engine::Sockets,
             }
         );
         let first = set.first_port();
@@ -945,6 +1008,9 @@ mod tests {
             assert_eq!(from.port(), first + 3);
             assert_eq!(buf[0], k ^ 0xff);
         }
+        // (io_uring counts a send when its completion is reaped, at the next poll.)
+        set.poll(Some(Duration::from_millis(20)), |_| Action::Drop)
+            .unwrap();
         assert_eq!(set.stats().sent, 5);
         // A waker from another thread interrupts a poll without a timeout.
         let w = set.waker();
@@ -959,7 +1025,16 @@ mod tests {
 
     #[test]
     fn the_raw_engine_reads_and_writes_ipv4_options() {
-        let mut set = bind_with(4, true, EngineChoice::Raw);
+        options_both_ways(EngineChoice::Raw);
+    }
+
+    #[test]
+    fn the_uring_engine_reads_and_writes_ipv4_options() {
+        options_both_ways(EngineChoice::Uring);
+    }
+
+    fn options_both_ways(engine: EngineChoice) {
+        let mut set = bind_with(4, true, engine);
         let first = set.first_port();
         let opts = [0x9e, 10, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0];
         let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, first + 2);
@@ -995,6 +1070,8 @@ mod tests {
         let (n, from) = b.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"tagged");
         assert_eq!(from.port(), first + 1);
+        set.poll(Some(Duration::from_millis(20)), |_| Action::Drop)
+            .unwrap();
         assert_eq!(set.stats().sent, 1 + 1);
     }
 

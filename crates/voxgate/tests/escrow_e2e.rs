@@ -820,13 +820,13 @@ fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str) {
 }
 
 #[test]
-fn escrowed_call_ipv4_option_carrier_sqlite_store_raw_engine() {
-    escrowed_call(41, Carrier::Ipv4Option, Store::Sqlite, "raw");
+fn escrowed_call_ipv4_option_carrier_sqlite_store_uring_engine() {
+    escrowed_call(41, Carrier::Ipv4Option, Store::Sqlite, "uring");
 }
 
 #[test]
-fn escrowed_call_rtp_extension_carrier_postgres_store_sockets_engine() {
-    escrowed_call(42, Carrier::RtpExtension, Store::Postgres, "sockets");
+fn escrowed_call_rtp_extension_carrier_postgres_store_raw_engine() {
+    escrowed_call(42, Carrier::RtpExtension, Store::Postgres, "raw");
 }
 
 /// kill -9 the SPG in the middle of a call, start it again: every stored session is intact
@@ -834,7 +834,7 @@ fn escrowed_call_rtp_extension_carrier_postgres_store_sockets_engine() {
 /// serves again.
 #[test]
 fn the_spg_killed_mid_call_keeps_every_stored_session() {
-    let mut env = setup(43, Carrier::RtpExtension, Store::Sqlite, "auto");
+    let mut env = setup(43, Carrier::RtpExtension, Store::Sqlite, "sockets");
     let (alice, bob) = env.call(&signal(6), 30);
     let mut before = env.wait_escrowed();
     before.sort_by_key(|r| r.session_id);

@@ -62,7 +62,7 @@ struct Args {
     port_queue: usize,
     #[arg(long)]
     scenario_out: PathBuf,
-    /// The relay's I/O engine, as `[media] engine` of voxgate spg: auto, raw or sockets.
+    /// The relay's I/O engine, as `[media] engine` of voxgate spg: auto, uring, raw or sockets.
     #[arg(long, default_value = "auto")]
     engine: String,
 }
@@ -240,8 +240,9 @@ fn main() -> anyhow::Result<()> {
     let engine = match a.engine.as_str() {
         "auto" => EngineChoice::Auto,
         "raw" => EngineChoice::Raw,
+        "uring" => EngineChoice::Uring,
         "sockets" => EngineChoice::Sockets,
-        other => bail!("--engine {other:?}: auto, raw or sockets"),
+        other => bail!("--engine {other:?}: auto, uring, raw or sockets"),
     };
     let ports_set = PortSet::bind_engine(a.host, a.relay_base, ports, true, a.port_queue, engine)
         .with_context(|| format!("binding {}:{}+{ports}", a.host, a.relay_base))?;

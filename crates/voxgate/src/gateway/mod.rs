@@ -185,7 +185,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         cfg.engine.into(),
     )
     .with_context(|| format!("binding the media ports on {}", cfg.bind))?;
-    if set.engine() == voxgate_netio::portset::Engine::Sockets {
+    if set.engine() != voxgate_netio::portset::Engine::Raw {
         // Option 158 goes out with each datagram through the port's socket: CAP_NET_RAW.
         check_carrier(cfg.bridge.carrier)?;
     }

@@ -105,8 +105,10 @@ pub struct MediaSection {
     /// packets/s stream on loopback.
     #[serde(default = "default_media_buffer")]
     pub port_queue_bytes: usize,
-    /// How forwarded datagrams leave: "raw" (one raw socket, batched across calls, needs
-    /// CAP_NET_RAW), "sockets" (each port's own socket), or "auto" (raw when allowed).
+    /// How datagrams move: "uring" (io_uring: multishot receives on every port and the sends
+    /// on one ring, no system call per datagram; Linux 6.1), "raw" (epoll and a receive call
+    /// per ready port, sends batched on one raw socket; CAP_NET_RAW), "sockets" (epoll, a
+    /// receive and a send call per datagram), or "auto" (the first of these that works here).
     #[serde(default)]
     pub engine: EngineName,
 }
@@ -117,6 +119,7 @@ pub struct MediaSection {
 pub enum EngineName {
     #[default]
     Auto,
+    Uring,
     Raw,
     Sockets,
 }
@@ -126,6 +129,7 @@ impl From<EngineName> for voxgate_netio::portset::EngineChoice {
         use voxgate_netio::portset::EngineChoice;
         match e {
             EngineName::Auto => EngineChoice::Auto,
+            EngineName::Uring => EngineChoice::Uring,
             EngineName::Raw => EngineChoice::Raw,
             EngineName::Sockets => EngineChoice::Sockets,
         }
