@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::portset::{Action, Datagram, PortSet, Waker};
 
+/// Empty polls in a row before the thread blocks again.
+const SPIN: u32 = 64;
+
 /// A data plane.
 pub trait Plane: Send + 'static {
     type Command: Send + 'static;
@@ -71,10 +74,23 @@ pub fn spawn<P: Plane>(
         .name(name.into())
         .spawn(move || {
             let mut published = Instant::now();
+            // While datagrams keep coming, look again at once instead of sleeping: under load
+            // a wake-up per batch (a context switch, an IPI from the sender's core) costs more
+            // than the check; idle, the thread blocks.
+            let mut busy = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = set.poll(Some(Duration::from_millis(250)), |d| plane.decide(d)) {
-                    tracing::error!(error = %e, "media poll failed");
-                    std::thread::sleep(Duration::from_millis(100));
+                let wait = if busy > 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(250)
+                };
+                match set.poll(Some(wait), |d| plane.decide(d)) {
+                    Ok(o) if o.received > 0 => busy = SPIN,
+                    Ok(_) => busy = busy.saturating_sub(1),
+                    Err(e) => {
+                        tracing::error!(error = %e, "media poll failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
                 loop {
                     match rx.try_recv() {
