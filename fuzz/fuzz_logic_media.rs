@@ -319,6 +319,8 @@ impl RelayFuzzConfig {
             address: IpAddr::from(RELAY_IP),
             first_port: if self.odd_first_port { 20_001 } else { 20_000 },
             port_count: self.port_count,
+            // Every side on a pair of its own (the shared gateway port is not modelled here).
+            shared_for: Vec::new(),
         }
     }
 

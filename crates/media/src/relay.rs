@@ -50,8 +50,14 @@ pub struct Leg {
 /// What the data plane must learn, in order.
 #[derive(Debug)]
 pub enum RelayCommand {
-    /// Sets (or, with `None`, clears) the leg of a port.
+    /// Sets (or, with `None`, clears) the leg of a dedicated port.
     Leg { port: u16, leg: Option<Leg> },
+    /// Sets (or clears) the leg of `peer` on the shared port `port`.
+    SharedLeg {
+        port: u16,
+        peer: SocketAddr,
+        leg: Option<Leg>,
+    },
     /// Arms the gate for an escrowed session (or re-arms it after a rekey).
     Arm(Box<Session>),
     /// The session ended: its keys are dropped (and wiped).
@@ -66,10 +72,14 @@ pub type CommandSink = Box<dyn FnMut(RelayCommand) + Send>;
 struct StreamMedia {
     /// Indexed by [`side_index`]: the (even) port that side sends its RTP to.
     ports: [u16; 2],
+    /// Whether that port is the shared one (else a pair of the pool, the call's own).
+    shared: [bool; 2],
     rtp: [Option<SocketAddr>; 2],
     rtcp: [Option<SocketAddr>; 2],
     ext_id: [Option<u8>; 2],
     ssrc: [Option<u32>; 2],
+    /// The shared-port legs installed for each side: (port, peer) of RTP and RTCP.
+    installed: [Vec<(u16, SocketAddr)>; 2],
 }
 
 /// Media state of a call.
@@ -164,6 +174,34 @@ pub struct RelayConfig {
     pub address: IpAddr,
     pub first_port: u16,
     pub port_count: u16,
+    /// The trusted peers (voice gateways) whose side of a call is anchored on the relay's
+    /// shared port pair (the first pair of the range) instead of a pair of its own: the relay
+    /// tells their streams apart by source address, so that one socket (and one system call
+    /// per batch) serves all of them. Peer SPGs, whose calls all come from one address, get
+    /// pairs of their own. Empty: every side gets its own pair.
+    pub shared_for: Vec<String>,
+}
+
+impl RelayConfig {
+    /// The shared pair's RTP port, when there is one.
+    pub fn shared_port(&self) -> Option<u16> {
+        if self.shared_for.is_empty() {
+            return None;
+        }
+        let even = self.first_port.checked_add(self.first_port % 2)?;
+        (u32::from(even) + 1 < u32::from(self.first_port) + u32::from(self.port_count))
+            .then_some(even)
+    }
+
+    fn pool(&self) -> PortPool {
+        match self.shared_port() {
+            Some(p) => {
+                let used = p + 2 - self.first_port;
+                PortPool::new(p + 2, self.port_count.saturating_sub(used))
+            }
+            None => PortPool::new(self.first_port, self.port_count),
+        }
+    }
 }
 
 /// The SPG's [`MediaAnchor`].
@@ -172,6 +210,8 @@ pub struct RelayAnchor {
     pool: PortPool,
     table: Arc<Mutex<CallTable>>,
     sink: CommandSink,
+    /// Sources with a leg on the shared port, and the call each belongs to.
+    shared_peers: HashMap<SocketAddr, String>,
 }
 
 impl std::fmt::Debug for RelayAnchor {
@@ -186,11 +226,22 @@ impl std::fmt::Debug for RelayAnchor {
 impl RelayAnchor {
     pub fn new(cfg: RelayConfig, table: Arc<Mutex<CallTable>>, sink: CommandSink) -> Self {
         RelayAnchor {
-            pool: PortPool::new(cfg.first_port, cfg.port_count),
+            pool: cfg.pool(),
             cfg,
             table,
             sink,
+            shared_peers: HashMap::new(),
         }
+    }
+
+    fn may_share(&self, peer: Option<&str>) -> bool {
+        self.cfg.shared_port().is_some()
+            && peer.is_some_and(|p| {
+                self.cfg
+                    .shared_for
+                    .iter()
+                    .any(|g| g.eq_ignore_ascii_case(p))
+            })
     }
 
     /// Port pairs still free.
@@ -198,30 +249,67 @@ impl RelayAnchor {
         self.pool.available()
     }
 
-    fn legs_of(&mut self, m: &StreamMedia) {
-        for (rtcp, off) in [(false, 0u16), (true, 1u16)] {
-            for side in 0..2 {
-                let other = 1 - side;
+    /// Sends the data plane the legs of a stream (both sides, RTP and RTCP); a shared side's
+    /// legs are keyed by its address, and those it had under an old address are cleared.
+    fn legs_of(&mut self, call_id: &str, m: &mut StreamMedia) {
+        for side in 0..2 {
+            let other = 1 - side;
+            let mut keys = Vec::new();
+            for (rtcp, off) in [(false, 0u16), (true, 1u16)] {
                 let (peer, dst) = if rtcp {
                     (m.rtcp[side], m.rtcp[other])
                 } else {
                     (m.rtp[side], m.rtp[other])
                 };
-                (self.sink)(RelayCommand::Leg {
-                    port: m.ports[side].wrapping_add(off),
-                    leg: Some(Leg {
-                        peer,
-                        out_port: m.ports[other].wrapping_add(off),
-                        dst,
-                        ext_id: m.ext_id[side],
-                    }),
-                });
+                let leg = Leg {
+                    peer,
+                    out_port: m.ports[other].wrapping_add(off),
+                    dst,
+                    ext_id: m.ext_id[side],
+                };
+                let port = m.ports[side].wrapping_add(off);
+                if m.shared[side] {
+                    if let Some(peer) = peer {
+                        keys.push((port, peer));
+                        self.shared_peers.insert(peer, call_id.to_string());
+                        (self.sink)(RelayCommand::SharedLeg {
+                            port,
+                            peer,
+                            leg: Some(leg),
+                        });
+                    }
+                } else {
+                    (self.sink)(RelayCommand::Leg {
+                        port,
+                        leg: Some(leg),
+                    });
+                }
+            }
+            for (port, peer) in std::mem::replace(&mut m.installed[side], keys.clone()) {
+                if !keys.contains(&(port, peer)) {
+                    self.drop_shared(port, peer);
+                }
             }
         }
     }
 
+    fn drop_shared(&mut self, port: u16, peer: SocketAddr) {
+        self.shared_peers.remove(&peer);
+        (self.sink)(RelayCommand::SharedLeg {
+            port,
+            peer,
+            leg: None,
+        });
+    }
+
     fn release(&mut self, m: &StreamMedia) {
         for side in 0..2 {
+            if m.shared[side] {
+                for (port, peer) in m.installed[side].clone() {
+                    self.drop_shared(port, peer);
+                }
+                continue;
+            }
             for off in 0..2u16 {
                 (self.sink)(RelayCommand::Leg {
                     port: m.ports[side].wrapping_add(off),
@@ -277,35 +365,63 @@ impl MediaAnchor for RelayAnchor {
                 ));
                 break;
             }
+            // An address another call already has on the shared port cannot be told apart.
+            let taken = |a: Option<SocketAddr>| {
+                a.and_then(|a| self.shared_peers.get(&a))
+                    .is_some_and(|c| c != ctx.call_id)
+            };
+            let clash = taken(info.rtp) || taken(info.rtcp);
             let stream = match &mut call.streams[i] {
                 Some(s) => s,
                 slot @ None => {
-                    let Some(a) = self.pool.alloc() else {
-                        refusal = Some(Refusal::new(503, "no relay ports left"));
+                    // The port facing each side: the shared pair for a gateway (the writer of
+                    // this body only if its address is free there), else a pair of its own.
+                    let mut ports = [0u16; 2];
+                    let mut shared = [false; 2];
+                    let shared_port = self.cfg.shared_port().unwrap_or(0);
+                    for side in [me, other] {
+                        let eligible =
+                            self.may_share(call.parties[side].as_deref()) && (side != me || !clash);
+                        if eligible {
+                            ports[side] = shared_port;
+                            shared[side] = true;
+                            continue;
+                        }
+                        let Some(p) = self.pool.alloc() else {
+                            refusal = Some(Refusal::new(503, "no relay ports left"));
+                            break;
+                        };
+                        allocated.push(p);
+                        ports[side] = p;
+                    }
+                    if refusal.is_some() {
                         break;
-                    };
-                    allocated.push(a);
-                    let Some(b) = self.pool.alloc() else {
-                        refusal = Some(Refusal::new(503, "no relay ports left"));
-                        break;
-                    };
-                    allocated.push(b);
+                    }
                     slot.insert(StreamMedia {
-                        ports: [a, b],
+                        ports,
+                        shared,
                         rtp: [None; 2],
                         rtcp: [None; 2],
                         ext_id: [None; 2],
                         ssrc: [None; 2],
+                        installed: [Vec::new(), Vec::new()],
                     })
                 }
             };
+            if stream.shared[me] && clash {
+                refusal = Some(Refusal::new(
+                    488,
+                    "media address already used by another call on the relay's shared port",
+                ));
+                break;
+            }
             stream.rtp[me] = info.rtp;
             stream.rtcp[me] = info.rtcp;
             stream.ext_id[me] = info.session_id_ext;
             stream.ssrc[me] = info.ssrc;
             // The other side sends to the port facing it.
             anchor_media(m, relay_ip, stream.ports[other]);
-            changed.push(stream.clone());
+            changed.push(i);
         }
         if let Some(r) = refusal {
             // Nothing of this body takes effect: the pairs taken for it go back, the call
@@ -317,14 +433,17 @@ impl MediaAnchor for RelayAnchor {
             return Err(r);
         }
         set_session_address(&mut sd, relay_ip);
-        t.calls.insert(ctx.call_id.to_string(), call);
-        drop(t);
         for s in &released {
             self.release(s);
         }
-        for s in &changed {
-            self.legs_of(s);
+        for i in changed {
+            if let Some(mut st) = call.streams[i].take() {
+                self.legs_of(ctx.call_id, &mut st);
+                call.streams[i] = Some(st);
+            }
         }
+        t.calls.insert(ctx.call_id.to_string(), call);
+        drop(t);
         Ok(Some(sd.to_bytes()))
     }
 
@@ -384,6 +503,11 @@ pub struct Relay {
     address: IpAddr,
     first_port: u16,
     legs: Vec<Option<Leg>>,
+    /// The shared pair's legs, by (port, source).
+    shared: HashMap<(u16, SocketAddr), Leg>,
+    shared_port: Option<u16>,
+    /// The RTP extension ids negotiated on the shared port (a bit per id).
+    shared_ext_ids: u16,
     live: usize,
     gate: MediaGate,
     stats: RelayStats,
@@ -415,6 +539,9 @@ impl Relay {
             address: cfg.address,
             first_port: cfg.first_port,
             legs: vec![None; usize::from(cfg.port_count)],
+            shared: HashMap::new(),
+            shared_port: cfg.shared_port(),
+            shared_ext_ids: 0,
             live: 0,
             gate: MediaGate::new(mode, sampling),
             stats: RelayStats::default(),
@@ -441,6 +568,26 @@ impl Relay {
 
     pub fn apply(&mut self, cmd: RelayCommand) -> Result<(), RelayError> {
         match cmd {
+            RelayCommand::SharedLeg { port, peer, leg } => {
+                let sp = self.shared_port.ok_or(RelayError::PortOutOfRange(port))?;
+                if port != sp && port != sp.wrapping_add(1) {
+                    return Err(RelayError::PortOutOfRange(port));
+                }
+                let before = match leg {
+                    Some(l) => {
+                        if let Some(id) = l.ext_id.filter(|id| (1..=14).contains(id)) {
+                            self.shared_ext_ids |= 1 << id;
+                        }
+                        self.shared.insert((port, peer), l)
+                    }
+                    None => self.shared.remove(&(port, peer)),
+                };
+                match (before.is_some(), leg.is_some()) {
+                    (false, true) => self.live += 1,
+                    (true, false) => self.live -= 1,
+                    _ => {}
+                }
+            }
             RelayCommand::Leg { port, leg } => {
                 let i = self.slot(port).ok_or(RelayError::PortOutOfRange(port))?;
                 match (self.legs[i].is_some(), leg.is_some()) {
@@ -469,9 +616,19 @@ impl Relay {
         packet: &[u8],
     ) -> Decision {
         self.stats.received += 1;
-        let Some(leg) = self.slot(port).and_then(|i| self.legs[i]) else {
-            self.stats.no_route += 1;
-            return Decision::Drop(RelayDrop::NoRoute);
+        let on_shared = self
+            .shared_port
+            .is_some_and(|sp| port == sp || port == sp.wrapping_add(1));
+        let leg = if on_shared {
+            self.shared.get(&(port, src)).copied()
+        } else {
+            match self.slot(port).and_then(|i| self.legs[i]) {
+                Some(l) => Some(l),
+                None => {
+                    self.stats.no_route += 1;
+                    return Decision::Drop(RelayDrop::NoRoute);
+                }
+            }
         };
         let rtcp = packet.len() >= 2 && (192..=223).contains(&packet[1]);
         let mut carrier = if ip_options.is_empty() {
@@ -479,13 +636,31 @@ impl Relay {
         } else {
             session_id_from_ipv4_options(ip_options).map_err(|_| ())
         };
-        if let (Ok(None), Some(id), false) = (carrier, leg.ext_id, rtcp) {
-            carrier = session_id_from_rtp(packet, id).map_err(|_| ());
+        if let (Ok(None), false) = (carrier, rtcp) {
+            // The extension id the leg negotiated; for a source without a leg on the shared
+            // port, the ids in use there (so that its drop gets its precise reason).
+            let ids = match leg {
+                Some(l) => l.ext_id.map_or(0, |id| 1u16 << id),
+                None => self.shared_ext_ids,
+            };
+            for id in 1..=14u8 {
+                if ids & (1 << id) != 0 {
+                    carrier = session_id_from_rtp(packet, id).map_err(|_| ());
+                    if !matches!(carrier, Ok(None)) {
+                        break;
+                    }
+                }
+            }
         }
         let here = SocketAddr::new(self.address, port);
         let verified = match self.gate.check(src, here, carrier, packet) {
             Verdict::Drop(r) => return Decision::Drop(RelayDrop::Gate(r)),
             Verdict::Forward { verified, .. } => verified,
+        };
+        let Some(leg) = leg else {
+            // On the shared port, a source that is no call's side.
+            self.stats.wrong_source += 1;
+            return Decision::Drop(RelayDrop::WrongSource);
         };
         match leg.peer {
             None => {

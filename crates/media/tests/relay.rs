@@ -54,10 +54,15 @@ struct Setup {
 }
 
 fn setup(mode: Mode) -> Setup {
+    setup_with(mode, Vec::new())
+}
+
+fn setup_with(mode: Mode, shared_for: Vec<String>) -> Setup {
     let cfg = RelayConfig {
         address: "127.0.0.1".parse().unwrap(),
         first_port: 20_000,
         port_count: 16,
+        shared_for,
     };
     let table = Arc::new(Mutex::new(CallTable::new(cfg.address)));
     let cmds = Arc::new(Mutex::new(Vec::new()));
@@ -308,4 +313,137 @@ fn the_pool_running_dry_refuses_the_offer_and_bad_sdp_is_refused() {
         .sdp(now, &ctx("c7", Side::Caller, SdpKind::Offer), v6.as_bytes())
         .unwrap_err();
     assert_eq!(r.status, 488);
+}
+
+#[test]
+fn gateways_share_one_port_pair_told_apart_by_source() {
+    let gw_a: SocketAddr = GW_A.parse().unwrap();
+    let gw_b: SocketAddr = GW_B.parse().unwrap();
+    let mut s = setup_with(
+        Mode::SourceBased {
+            gateways: vec![gw_a.ip(), gw_b.ip()],
+        },
+        vec!["gw1.a.example".into(), "gw1.b.example".into()],
+    );
+    let now = Instant::now();
+    // Two calls from gateway A (media ports 40000 and 40002) to gateway B (50000, 50002).
+    let mut ports = Vec::new();
+    for (call, a, b) in [("c1", 40_000, 50_000), ("c2", 40_002, 50_002)] {
+        let to_b = s
+            .anchor
+            .sdp(
+                now,
+                &ctx(call, Side::Caller, SdpKind::Offer),
+                sdp("127.0.0.11", a, "").as_bytes(),
+            )
+            .unwrap()
+            .unwrap();
+        let to_a = s
+            .anchor
+            .sdp(
+                now,
+                &ctx(call, Side::Callee, SdpKind::Answer),
+                sdp("127.0.0.12", b, "").as_bytes(),
+            )
+            .unwrap()
+            .unwrap();
+        ports.push((rewritten_port(&to_a), rewritten_port(&to_b)));
+    }
+    // Every gateway-facing side is on the shared pair (the first of the range).
+    assert_eq!(ports, [(20_000, 20_000), (20_000, 20_000)]);
+    assert_eq!(s.anchor.free_pairs(), 7, "no pair taken from the pool");
+    s.pump();
+    assert_eq!(s.relay.legs(), 8, "2 calls x 2 sides x RTP and RTCP");
+    let relay: SocketAddr = "127.0.0.1:20000".parse().unwrap();
+    let a2: SocketAddr = "127.0.0.11:40002".parse().unwrap();
+    let ku = key_update("c2", a2, relay, None);
+    assert_eq!(
+        s.table
+            .lock()
+            .unwrap()
+            .check_key_update("gw1.a.example", &ku),
+        Ok(())
+    );
+    let sid = 77;
+    s.relay
+        .apply(RelayCommand::Arm(Box::new(Session {
+            id: sid,
+            gateway: "gw1.a.example".into(),
+            call_id: "c2".into(),
+            streams: ku.streams.clone(),
+            generation: 0,
+            created_ms: 0,
+        })))
+        .unwrap();
+    let mut a = sender(&KEY_A);
+    // Call 2's datagrams go to call 2's far side, from the shared port.
+    assert_eq!(
+        s.relay
+            .handle(20_000, a2, &ipv4_options(sid), &srtp(&mut a, 1, None)),
+        Decision::Forward {
+            out_port: 20_000,
+            dst: "127.0.0.12:50002".parse().unwrap()
+        }
+    );
+    // The valid session_ID from a source that is no call's side: the wrong tuple.
+    let d = s.relay.handle(
+        20_000,
+        "127.0.0.11:40010".parse().unwrap(),
+        &ipv4_options(sid),
+        &srtp(&mut a, 2, None),
+    );
+    assert_eq!(d, Decision::Drop(RelayDrop::Gate(DropReason::WrongTuple)));
+    // A stranger without a session_ID (not a gateway): not a side of any call.
+    let d = s.relay.handle(
+        20_000,
+        "127.0.0.99:1".parse().unwrap(),
+        &[],
+        &srtp(&mut a, 3, None),
+    );
+    assert_eq!(d, Decision::Drop(RelayDrop::WrongSource));
+    // A third call whose caller reuses call 1's media address gets a pair of its own...
+    let to_b = s
+        .anchor
+        .sdp(
+            now,
+            &ctx("c3", Side::Caller, SdpKind::Offer),
+            sdp("127.0.0.11", 40_000, "").as_bytes(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(rewritten_port(&to_b), 20_000, "B's side is still shared");
+    let to_a = s
+        .anchor
+        .sdp(
+            now,
+            &ctx("c3", Side::Callee, SdpKind::Answer),
+            sdp("127.0.0.12", 50_004, "").as_bytes(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_ne!(rewritten_port(&to_a), 20_000, "A's side has its own pair");
+    // ... and a callee answering with an address another call has there is refused.
+    s.anchor
+        .sdp(
+            now,
+            &ctx("c4", Side::Caller, SdpKind::Offer),
+            sdp("127.0.0.11", 40_020, "").as_bytes(),
+        )
+        .unwrap();
+    let r = s
+        .anchor
+        .sdp(
+            now,
+            &ctx("c4", Side::Callee, SdpKind::Answer),
+            sdp("127.0.0.12", 50_002, "").as_bytes(),
+        )
+        .unwrap_err();
+    assert_eq!(r.status, 488);
+    // Hang-ups release the shared legs and the pairs.
+    for c in ["c1", "c2", "c3", "c4"] {
+        s.anchor.call_ended(now, c);
+    }
+    s.pump();
+    assert_eq!(s.relay.legs(), 0);
+    assert_eq!(s.anchor.free_pairs(), 7);
 }

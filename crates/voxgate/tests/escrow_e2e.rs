@@ -416,8 +416,9 @@ impl Env {
     }
 }
 
-/// `engine`: the media I/O engine of the SPG's relay and the gateways (`[media] engine`).
-fn setup(net: u8, carrier: Carrier, store: Store, engine: &str) -> Env {
+/// `engine`: the media I/O engine of the SPG's relay and the gateways (`[media] engine`);
+/// `shared`: the gateways' sides on the relay's shared port pair (`[media] shared_port`).
+fn setup(net: u8, carrier: Carrier, store: Store, engine: &str, shared: bool) -> Env {
     let ip = |h: u8| Ipv4Addr::new(127, 0, net, h);
     let (spg_ip, gwa_ip, gwb_ip) = (ip(1), ip(11), ip(12));
     let dir = common::scratch(&format!("escrow_e2e_{net}"));
@@ -478,6 +479,7 @@ address = "{spg_ip}"
 first_port = {media_base}
 port_count = 40
 engine = "{engine}"
+shared_port = {shared}
 [[gateway]]
 name = "gw1.a.example"
 addresses = ["{gwa_ip}"]
@@ -633,8 +635,8 @@ fn escrow_as(
     }
 }
 
-fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str) {
-    let env = setup(net, carrier, store, engine);
+fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str, shared: bool) {
+    let env = setup(net, carrier, store, engine, shared);
     let (gwa_ip, spg_ip) = (env.ip(11), env.ip(1));
     let source = signal(6);
     let (alice, bob) = env.call(&source, 5);
@@ -820,13 +822,13 @@ fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str) {
 }
 
 #[test]
-fn escrowed_call_ipv4_option_carrier_sqlite_store_uring_engine() {
-    escrowed_call(41, Carrier::Ipv4Option, Store::Sqlite, "uring");
+fn escrowed_call_ipv4_option_carrier_sqlite_store_uring_engine_shared_port() {
+    escrowed_call(41, Carrier::Ipv4Option, Store::Sqlite, "uring", true);
 }
 
 #[test]
-fn escrowed_call_rtp_extension_carrier_postgres_store_raw_engine() {
-    escrowed_call(42, Carrier::RtpExtension, Store::Postgres, "raw");
+fn escrowed_call_rtp_extension_carrier_postgres_store_raw_engine_dedicated_ports() {
+    escrowed_call(42, Carrier::RtpExtension, Store::Postgres, "raw", false);
 }
 
 /// kill -9 the SPG in the middle of a call, start it again: every stored session is intact
@@ -834,7 +836,7 @@ fn escrowed_call_rtp_extension_carrier_postgres_store_raw_engine() {
 /// serves again.
 #[test]
 fn the_spg_killed_mid_call_keeps_every_stored_session() {
-    let mut env = setup(43, Carrier::RtpExtension, Store::Sqlite, "sockets");
+    let mut env = setup(43, Carrier::RtpExtension, Store::Sqlite, "sockets", true);
     let (alice, bob) = env.call(&signal(6), 30);
     let mut before = env.wait_escrowed();
     before.sort_by_key(|r| r.session_id);

@@ -62,6 +62,10 @@ struct Args {
     port_queue: usize,
     #[arg(long)]
     scenario_out: PathBuf,
+    /// A port pair per call side instead of the shared gateway port (`[media] shared_port =
+    /// false`).
+    #[arg(long)]
+    dedicated_ports: bool,
     /// The relay's I/O engine, as `[media] engine` of voxgate spg: auto, uring, raw or sockets.
     #[arg(long, default_value = "auto")]
     engine: String,
@@ -171,6 +175,11 @@ fn main() -> anyhow::Result<()> {
         address: host,
         first_port: a.relay_base,
         port_count: ports,
+        shared_for: if a.dedicated_ports {
+            Vec::new()
+        } else {
+            vec!["gw-a".into(), "gw-b".into()]
+        },
     };
     // Control plane: the real anchor and call table; commands collected, then applied.
     let table = Arc::new(Mutex::new(CallTable::new(host)));

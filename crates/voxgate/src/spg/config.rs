@@ -105,6 +105,11 @@ pub struct MediaSection {
     /// packets/s stream on loopback.
     #[serde(default = "default_media_buffer")]
     pub port_queue_bytes: usize,
+    /// The voice gateways' side of every call on one shared port pair (the first of the
+    /// range), told apart by source address: one socket, batched I/O (default). Off: a pair
+    /// per call side, as rtpengine does (for gateways that send every call from one address).
+    #[serde(default = "yes")]
+    pub shared_port: bool,
     /// How datagrams move: "uring" (io_uring: multishot receives on every port and the sends
     /// on one ring, no system call per datagram; Linux 6.1), "raw" (epoll and a receive call
     /// per ready port, sends batched on one raw socket; CAP_NET_RAW), "sockets" (epoll, a
@@ -138,6 +143,9 @@ impl From<EngineName> for voxgate_netio::portset::EngineChoice {
 
 fn one() -> u64 {
     1
+}
+fn yes() -> bool {
+    true
 }
 fn default_media_buffer() -> usize {
     8 * 1024

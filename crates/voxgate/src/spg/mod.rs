@@ -114,7 +114,8 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .flat_map(|g| g.addresses.iter().map(|a| a.to_canonical()))
                 .collect();
-            let (handle, relay_metrics, thread) = relay::start(m, gateways)?;
+            let names: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
+            let (handle, relay_metrics, thread) = relay::start(m, gateways, &names)?;
             let calls = Arc::new(Mutex::new(CallTable::new(std::net::IpAddr::V4(m.address))));
             Some((handle, relay_metrics, thread, calls))
         }
@@ -188,7 +189,13 @@ async fn serve(
     if let (Some(pcfg), Some((handle, _, calls)), Some(m)) = (&cfg.sip, &media, &cfg.media) {
         let h = handle.clone();
         let anchor = RelayAnchor::new(
-            relay::relay_config(m),
+            relay::relay_config(
+                m,
+                &cfg.gateways
+                    .iter()
+                    .map(|g| g.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
             calls.clone(),
             Box::new(move |cmd| h.send(cmd)),
         );

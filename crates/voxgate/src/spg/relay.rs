@@ -98,11 +98,18 @@ impl RelayMetrics {
 /// The other threads' handle on the relay.
 pub(crate) type RelayHandle = voxgate_netio::plane::Handle<RelayCommand>;
 
-pub(crate) fn relay_config(m: &MediaSection) -> RelayConfig {
+/// The relay's settings; `gateways` (their names) share the first port pair when
+/// `[media] shared_port` is on.
+pub(crate) fn relay_config(m: &MediaSection, gateways: &[String]) -> RelayConfig {
     RelayConfig {
         address: IpAddr::V4(m.address),
         first_port: m.first_port,
         port_count: m.port_count,
+        shared_for: if m.shared_port {
+            gateways.to_vec()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -181,6 +188,7 @@ impl voxgate_netio::plane::Plane for RelayPlane {
 pub(crate) fn start(
     m: &MediaSection,
     gateways: Vec<IpAddr>,
+    names: &[String],
 ) -> anyhow::Result<(RelayHandle, Arc<RelayMetrics>, std::thread::JoinHandle<()>)> {
     let set = PortSet::bind_engine(
         m.address,
@@ -209,7 +217,7 @@ pub(crate) fn start(
     tracing::info!(engine = ?set.engine(), ports = m.port_count, "media relay bound");
     let metrics = Arc::new(RelayMetrics::default());
     let plane = RelayPlane {
-        relay: Relay::new(&relay_config(m), mode, sampling),
+        relay: Relay::new(&relay_config(m, names), mode, sampling),
         metrics: metrics.clone(),
         last_fault_log: None,
         faults_unlogged: 0,
