@@ -28,9 +28,10 @@
 #                offer/answer, RTP/AVP on both sides, PT 0 only, ICE removed, no recording:
 #                it relays the SRTP packets unchanged, which relay-loadgen checks);
 #   voxgate      target/release/relay-bench-spg (the SPG relay with escrowed sessions, 4 relay
-#                ports per call from RELAY_BASE), for each I/O engine (uring: io_uring multishot
-#                receives and sends; raw: epoll, sends batched on one raw socket; sockets: epoll,
-#                a send per port) and each sampling mode (every, 1in16).
+#                ports per call from RELAY_BASE; the gateways' sides on the shared port pair
+#                unless "+dedicated"), for each I/O engine (uring: io_uring multishot receives and
+#                sends; raw: epoll, sends batched on one raw socket; sockets: epoll, a send per
+#                port) and each sampling mode (every, 1in16).
 # Every relay is fed the same packets for a given carrier (RELAY_BENCH_CARRIERS: ipv4-option,
 # i.e. the session_ID in IPv4 option 158, and/or rtp-extension, an RFC 8285 element): the
 # bare relay and rtpengine ignore the session_ID but receive and forward the same datagrams.
@@ -41,7 +42,8 @@
 # "500 1000 1500 2000 2500 3000 3500 4000"), RELAY_BENCH_SECONDS (5), RELAY_BENCH_ROUNDS (3),
 # RELAY_BENCH_CARRIERS ("ipv4-option rtp-extension"), RELAY_BENCH_RELAYS
 # ("direct bare bare-single rtpengine voxgate"), RELAY_BENCH_VOXGATE_SAMPLING ("every 1in16"),
-# RELAY_BENCH_VOXGATE_ENGINES ("uring raw sockets": the SPG relay's I/O engines, `[media] engine`),
+# RELAY_BENCH_VOXGATE_ENGINES ("uring raw uring+dedicated": the SPG relay's I/O engines, `[media] engine`;
+# "+dedicated": a port pair per call side instead of the shared gateway port, `shared_port = false`),
 # RELAY_BENCH_RELAY_CPU (0), RELAY_BENCH_LOADGEN_CPU (1), RELAY_BENCH_SEND_BASE (10000),
 # RELAY_BENCH_RECV_BASE (16000), RELAY_BENCH_RELAY_BASE (22000), RELAY_BENCH_RTPE_PORTS
 # ("28000 60999", rtpengine's media port range: 4 ports per call), RELAY_BENCH_NG_PORT (9223),
@@ -70,7 +72,7 @@ rounds="${RELAY_BENCH_ROUNDS:-3}"
 carriers="${RELAY_BENCH_CARRIERS:-ipv4-option rtp-extension}"
 relays="${RELAY_BENCH_RELAYS:-direct bare bare-single rtpengine voxgate}"
 vox_sampling="${RELAY_BENCH_VOXGATE_SAMPLING:-every 1in16}"
-vox_engines="${RELAY_BENCH_VOXGATE_ENGINES:-uring raw sockets}"
+vox_engines="${RELAY_BENCH_VOXGATE_ENGINES:-uring raw uring+dedicated}"
 relay_cpu="${RELAY_BENCH_RELAY_CPU:-0}"
 loadgen_cpu="${RELAY_BENCH_LOADGEN_CPU:-1}"
 send_base="${RELAY_BENCH_SEND_BASE:-10000}"
@@ -288,7 +290,9 @@ run_voxgate() { # carrier round sampling engine
     fi
     mkdir -p "$dir"
     ports_free "$relay_base" $((4 * max_calls)) || die "ports $relay_base.. are taken"
-    "${chrt[@]}" taskset -c "$relay_cpu" "$spg" --calls "$max_calls" --sampling "$3" --carrier "$1" --engine "$4" \
+    local engine="${4%+dedicated}" ports=()
+    [[ "$4" == *+dedicated ]] && ports=(--dedicated-ports)
+    "${chrt[@]}" taskset -c "$relay_cpu" "$spg" --calls "$max_calls" --sampling "$3" --carrier "$1" --engine "$engine" "${ports[@]}" \
         --relay-base "$relay_base" --send-base "$send_base" --recv-base "$recv_base" \
         --scenario-out "$dir/scenario.json" >"$dir/relay.out" 2>"$dir/relay.err" &
     relay_pid=$!

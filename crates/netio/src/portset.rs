@@ -402,6 +402,23 @@ impl PortSet {
         })
     }
 
+    /// Sets the receive queue (SO_RCVBUF, forced when the process may) of one port, e.g. a
+    /// port many streams share.
+    pub fn set_recv_buffer(&mut self, port: u16, bytes: usize) -> Result<(), NetError> {
+        let i = self.index(port).ok_or_else(|| {
+            NetError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("port {port} is not in the set"),
+            ))
+        })?;
+        let fd = self.socks[i].as_raw_fd();
+        let b = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, b).is_err() {
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, b)?;
+        }
+        Ok(())
+    }
+
     /// The engine in use.
     pub fn engine(&self) -> Engine {
         if self.want_uring {

@@ -62,6 +62,9 @@ struct Args {
     port_queue: usize,
     #[arg(long)]
     scenario_out: PathBuf,
+    /// Receive queue of the shared port pair (`[media] shared_queue_bytes`; the SPG's default).
+    #[arg(long, default_value_t = 4 << 20)]
+    shared_queue: usize,
     /// A port pair per call side instead of the shared gateway port (`[media] shared_port =
     /// false`).
     #[arg(long)]
@@ -264,6 +267,12 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::write(&a.scenario_out, serde_json::to_string_pretty(&scenario)?)
         .with_context(|| format!("writing {}", a.scenario_out.display()))?;
+    let mut ports_set = ports_set;
+    if let Some(p) = cfg.shared_port() {
+        for port in [p, p + 1] {
+            ports_set.set_recv_buffer(port, a.shared_queue)?;
+        }
+    }
     let engine_used = ports_set.engine();
     let (handle, thread) = voxgate_netio::plane::spawn("spg-relay", ports_set, plane)?;
     println!("ready");

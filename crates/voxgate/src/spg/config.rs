@@ -110,6 +110,9 @@ pub struct MediaSection {
     /// per call side, as rtpengine does (for gateways that send every call from one address).
     #[serde(default = "yes")]
     pub shared_port: bool,
+    /// Receive queue of each port of the shared pair (it carries every gateway's streams).
+    #[serde(default = "default_shared_queue")]
+    pub shared_queue_bytes: usize,
     /// How datagrams move: "uring" (io_uring: multishot receives on every port and the sends
     /// on one ring, no system call per datagram; Linux 6.1), "raw" (epoll and a receive call
     /// per ready port, sends batched on one raw socket; CAP_NET_RAW), "sockets" (epoll, a
@@ -146,6 +149,9 @@ fn one() -> u64 {
 }
 fn yes() -> bool {
     true
+}
+fn default_shared_queue() -> usize {
+    4 << 20
 }
 fn default_media_buffer() -> usize {
     8 * 1024

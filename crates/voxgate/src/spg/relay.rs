@@ -214,6 +214,13 @@ pub(crate) fn start(
         first: m.verify_first,
         one_in: m.verify_one_in,
     };
+    let mut set = set;
+    if let Some(p) = relay_config(m, names).shared_port() {
+        for port in [p, p + 1] {
+            set.set_recv_buffer(port, m.shared_queue_bytes)
+                .with_context(|| format!("media.shared_queue_bytes on port {port}"))?;
+        }
+    }
     tracing::info!(engine = ?set.engine(), ports = m.port_count, "media relay bound");
     let metrics = Arc::new(RelayMetrics::default());
     let plane = RelayPlane {
