@@ -13,7 +13,7 @@
 //! names what it checks.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,7 +27,7 @@ use voxgate_media::bridge::{
     HEADROOM,
 };
 use voxgate_media::relay::{
-    CallTable, Decision, Leg, Relay, RelayAnchor, RelayCommand, RelayConfig,
+    CallTable, Decision, Leg, Relay, RelayAnchor, RelayCommand, RelayConfig, RelayDrop,
 };
 use voxgate_media::sdp_edit::{media_info, parse_connection};
 use voxgate_rtp::{CryptoAttribute, MasterKey, SrtpPolicy, SrtpProfile, SrtpSession};
@@ -69,6 +69,8 @@ pub struct MediaStats {
     pub key_updates_refused: usize,
     /// Bridge: outward packets that authenticated with the escrowed Send key.
     pub escrow_readable: usize,
+    /// Relay: datagrams forwarded from the shared port pair.
+    pub forwarded_shared: usize,
 }
 
 impl MediaStats {
@@ -81,6 +83,7 @@ impl MediaStats {
         self.escrowed += o.escrowed;
         self.key_updates_refused += o.key_updates_refused;
         self.escrow_readable += o.escrow_readable;
+        self.forwarded_shared += o.forwarded_shared;
     }
 }
 
@@ -270,6 +273,16 @@ pub fn relay_sender(n: u8) -> SrtpSession {
     SrtpSession::new(SrtpPolicy::new(mk)).expect("one key, no MKI")
 }
 
+/// The `shared_for` lists (`RelayConfig::shared_for`) config bit 6 turns on; bits 5 and 7 pick
+/// one: both gateways; only the caller's; only the callee's (in upper case: names match
+/// ignoring case); both gateways and the stranger gw-c.
+pub const SHARED_FOR: [&[&str]; 4] = [
+    &["gw-a", "gw-b"],
+    &["gw-a"],
+    &["GW-B"],
+    &["gw-a", "gw-b", "gw-c"],
+];
+
 /// The relay's settings picked by the config byte.
 ///
 /// ```text
@@ -277,13 +290,20 @@ pub fn relay_sender(n: u8) -> SrtpSession {
 /// bit 1      sampling: every packet, or the first 2 of a stream then one in 3
 /// bits 2-3   port_count: 16, 8, 6, 32
 /// bit 4      first_port 20001 (odd, which the pool rounds up) instead of 20000
+/// bit 6      a shared port pair (the first of the range) for the gateways of
+///            SHARED_FOR[bit 5 | bit 7 << 1]; without bit 6 bits 5 and 7 mean nothing
 /// ```
+///
+/// (Bit 6 turns sharing on, not bit 5, so that the regression input of config byte 0xa9,
+/// written before the shared pair existed, keeps its meaning.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayFuzzConfig {
     pub global: bool,
     pub sampled: bool,
     pub port_count: u16,
     pub odd_first_port: bool,
+    /// The index into [`SHARED_FOR`] of the shared pair's gateways; `None`: no shared pair.
+    pub shared: Option<u8>,
 }
 
 impl RelayFuzzConfig {
@@ -292,6 +312,7 @@ impl RelayFuzzConfig {
         sampled: false,
         port_count: 16,
         odd_first_port: false,
+        shared: None,
     };
 
     pub fn decode(b: u8) -> Self {
@@ -300,6 +321,7 @@ impl RelayFuzzConfig {
             sampled: b & 2 != 0,
             port_count: [16, 8, 6, 32][usize::from(b >> 2 & 3)],
             odd_first_port: b & 0x10 != 0,
+            shared: (b & 0x40 != 0).then_some(b >> 5 & 1 | b >> 6 & 2),
         }
     }
 
@@ -308,10 +330,14 @@ impl RelayFuzzConfig {
             .iter()
             .position(|n| *n == self.port_count)
             .unwrap_or(0) as u8;
+        let shared = self
+            .shared
+            .map_or(0, |i| 0x40 | (i & 1) << 5 | (i >> 1 & 1) << 7);
         u8::from(self.global)
             | u8::from(self.sampled) << 1
             | size << 2
             | u8::from(self.odd_first_port) << 4
+            | shared
     }
 
     pub fn relay_config(&self) -> RelayConfig {
@@ -319,8 +345,12 @@ impl RelayFuzzConfig {
             address: IpAddr::from(RELAY_IP),
             first_port: if self.odd_first_port { 20_001 } else { 20_000 },
             port_count: self.port_count,
-            // Every side on a pair of its own (the shared gateway port is not modelled here).
-            shared_for: Vec::new(),
+            shared_for: self.shared.map_or_else(Vec::new, |i| {
+                SHARED_FOR[usize::from(i & 3)]
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect()
+            }),
         }
     }
 
@@ -413,7 +443,9 @@ pub struct ArmStream {
 ///
 /// A port selector with bit 7 picks the n-th port holding a leg (in port order), else port
 /// `first_port - 1 + (sel % (port_count + 2))` (one below and one above the range included).
-/// A source selector with bit 7 is the peer of the n-th leg, else [`RELAY_SOURCES`]`[n]`.
+/// A source selector with bit 7 is the peer of the n-th leg, else [`RELAY_SOURCES`]`[n]`. The
+/// legs are counted (here and by an armed stream's `sel`) dedicated ones first in port order,
+/// then those of the shared pair in (port, source) order.
 #[derive(Debug, Clone)]
 pub struct RelayInput(Writer);
 
@@ -467,20 +499,38 @@ impl RelayInput {
     }
 }
 
+/// Where a leg lives on the relay: a dedicated port, or (port, source) on the shared pair.
+/// Dedicated legs sort first, each kind in port order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum LegKey {
+    Port(u16),
+    Shared(u16, SocketAddr),
+}
+
+impl LegKey {
+    fn port(self) -> u16 {
+        match self {
+            LegKey::Port(p) | LegKey::Shared(p, _) => p,
+        }
+    }
+}
+
 /// The relay as the fuzzer sees it: the anchor, the data plane, and the model built from the
 /// commands the anchor sent.
 struct RelayRun {
     cfg: RelayFuzzConfig,
     relay_ip: IpAddr,
     first_port: u16,
+    /// The shared pair's RTP port (its RTCP port is the next one), if the config has one.
+    shared_port: Option<u16>,
     anchor: RelayAnchor,
     table: Arc<Mutex<CallTable>>,
     cmds: Arc<Mutex<Vec<RelayCommand>>>,
     relay: Relay,
-    /// The legs the commands set, by port.
-    legs: BTreeMap<u16, Leg>,
+    /// The legs the commands set (dedicated by port, shared by port and source).
+    legs: BTreeMap<LegKey, Leg>,
     /// The call whose SDP set each live leg.
-    owner: HashMap<u16, u8>,
+    owner: HashMap<LegKey, u8>,
     /// Armed sessions: their streams' (src, dst, ssrc).
     armed: HashMap<u64, Vec<(SocketAddr, SocketAddr, Option<u32>)>>,
     generation: HashMap<u64, u32>,
@@ -502,10 +552,29 @@ impl RelayRun {
             Box::new(move |cmd| c.lock().unwrap_or_else(|p| p.into_inner()).push(cmd)),
         );
         let total_pairs = anchor.free_pairs();
+        // The pairs of the range (even port and its odd neighbour inside it), but the shared
+        // one: the shared pair is never in the pool.
+        let end = u32::from(rc.first_port) + u32::from(rc.port_count);
+        let even = u32::from(rc.first_port) + u32::from(rc.first_port % 2);
+        let pairs = (even..end).step_by(2).filter(|p| p + 1 < end).count();
+        let shared_port = rc.shared_port();
+        if cfg.shared.is_some() {
+            assert_eq!(
+                shared_port,
+                u16::try_from(even).ok(),
+                "the shared pair is the first pair of the range"
+            );
+        }
+        assert_eq!(
+            total_pairs,
+            pairs - usize::from(shared_port.is_some()),
+            "the pool holds every pair of the range but the shared one"
+        );
         RelayRun {
             cfg,
             relay_ip: rc.address,
             first_port: rc.first_port,
+            shared_port,
             relay: Relay::new(&rc, cfg.mode(), cfg.sampling()),
             anchor,
             table,
@@ -527,27 +596,86 @@ impl RelayRun {
         std::mem::take(&mut *self.cmds.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Applies the anchor's commands to the relay (as `voxgate spg` does) and to the model.
-    fn pump(&mut self, call: Option<u8>) {
-        for cmd in self.take_commands() {
-            if let RelayCommand::Leg { port, leg } = &cmd {
-                match leg {
-                    Some(l) => {
-                        let c = call.expect("the anchor sets legs only while handling a body");
-                        if let Some(o) = self.owner.get(port) {
-                            assert_eq!(
-                                *o, c,
-                                "port {port} handed to call {c} while call {o} uses it"
-                            );
-                        }
-                        self.owner.insert(*port, c);
-                        self.legs.insert(*port, *l);
-                    }
-                    None => {
-                        self.owner.remove(port);
-                        self.legs.remove(port);
+    /// Whether `port` is a port of the shared pair.
+    fn is_shared(&self, port: u16) -> bool {
+        self.shared_port
+            .is_some_and(|sp| port == sp || port == sp.wrapping_add(1))
+    }
+
+    /// Where the relay looks up the leg of a datagram from `src` on `port`.
+    fn key(&self, port: u16, src: SocketAddr) -> LegKey {
+        if self.is_shared(port) {
+            LegKey::Shared(port, src)
+        } else {
+            LegKey::Port(port)
+        }
+    }
+
+    /// The leg a datagram from `src` arriving on `port` takes, in the model.
+    fn leg_at(&self, port: u16, src: SocketAddr) -> Option<&Leg> {
+        self.legs.get(&self.key(port, src))
+    }
+
+    /// Records that `call` set (or, with `None`, cleared) the leg at `key`. `setting`: whether
+    /// the anchor is handling a body of `call` (it sets legs only then).
+    fn record(&mut self, call: u8, setting: bool, key: LegKey, leg: Option<Leg>) {
+        let port = key.port();
+        let o = self.owner.get(&key).copied();
+        match leg {
+            Some(l) => {
+                assert!(setting, "the anchor sets legs only while handling a body");
+                if let Some(o) = o {
+                    match key {
+                        LegKey::Port(_) => assert_eq!(
+                            o, call,
+                            "port {port} handed to call {call} while call {o} uses it"
+                        ),
+                        LegKey::Shared(_, peer) => assert_eq!(
+                            o, call,
+                            "call {call} set the leg of {peer} on the shared port {port}, \
+                             which call {o} has"
+                        ),
                     }
                 }
+                self.owner.insert(key, call);
+                self.legs.insert(key, l);
+            }
+            None => {
+                if let Some(o) = o {
+                    assert_eq!(
+                        o, call,
+                        "call {call} cleared the leg {key:?}, which call {o} has"
+                    );
+                }
+                self.owner.remove(&key);
+                self.legs.remove(&key);
+            }
+        }
+    }
+
+    /// Applies the anchor's commands to the relay (as `voxgate spg` does) and to the model:
+    /// `call`'s body (`setting`) or its `call_ended`.
+    fn pump(&mut self, call: u8, setting: bool) {
+        for cmd in self.take_commands() {
+            match &cmd {
+                RelayCommand::Leg { port, leg } => {
+                    assert!(
+                        !self.is_shared(*port),
+                        "port {port} of the shared pair set as a call's own port"
+                    );
+                    self.record(call, setting, LegKey::Port(*port), *leg);
+                }
+                RelayCommand::SharedLeg { port, peer, leg } => {
+                    assert!(
+                        self.is_shared(*port),
+                        "a shared leg on port {port}, which is not of the shared pair"
+                    );
+                    if let Some(l) = leg {
+                        assert_eq!(l.peer, Some(*peer), "a shared leg is keyed by its own peer");
+                    }
+                    self.record(call, setting, LegKey::Shared(*port, *peer), *leg);
+                }
+                RelayCommand::Arm(_) | RelayCommand::Disarm(_) => {}
             }
             if let Err(e) = self.relay.apply(cmd) {
                 panic!("the relay refused a command of its own anchor: {e}");
@@ -556,26 +684,50 @@ impl RelayRun {
         assert_eq!(
             self.relay.legs(),
             self.legs.len(),
-            "Relay::legs() counts the legs the commands set"
+            "Relay::legs() counts the legs the commands set (dedicated and shared)"
         );
-        for (p, l) in &self.legs {
-            assert!(
-                self.legs.get(&l.out_port).is_some_and(|b| b.out_port == *p),
-                "the leg of port {p} goes out of {} whose leg comes back to it",
-                l.out_port
-            );
+        for (k, l) in &self.legs {
+            let p = k.port();
+            // The leg back: out of the port this one goes out of, from where this one goes
+            // to. On the shared pair it is keyed by that address, and exists once it is known.
+            let back = if self.is_shared(l.out_port) {
+                l.dst.map(|d| LegKey::Shared(l.out_port, d))
+            } else {
+                Some(LegKey::Port(l.out_port))
+            };
+            if let Some(bk) = back {
+                let b = self.legs.get(&bk);
+                assert!(
+                    b.is_some_and(|b| b.out_port == p && b.dst == l.peer && b.peer == l.dst),
+                    "the leg {k:?} ({l:?}) goes out of {} whose leg ({b:?}) comes back to it",
+                    l.out_port
+                );
+                assert_eq!(
+                    self.owner.get(&bk),
+                    self.owner.get(k),
+                    "the leg {k:?} and its way back {bk:?} belong to one call"
+                );
+            }
         }
-        let owned: HashSet<u16> = self.owner.keys().map(|p| p & !1).collect();
+        let owned: HashSet<u16> = self
+            .owner
+            .keys()
+            .filter_map(|k| match k {
+                LegKey::Port(p) => Some(p & !1),
+                LegKey::Shared(..) => None,
+            })
+            .collect();
         assert!(
             self.anchor.free_pairs() + owned.len() <= self.total_pairs,
-            "a port pair is both free and in use"
+            "a port pair is both free and in use (or the shared pair went to the pool)"
         );
     }
 
     fn port(&self, sel: u8) -> u16 {
         if sel & 0x80 != 0 && !self.legs.is_empty() {
-            let n = usize::from(sel & 0x7f) % self.legs.len();
-            return *self.legs.keys().nth(n).expect("n < len");
+            let ports: BTreeSet<u16> = self.legs.keys().map(|k| k.port()).collect();
+            let n = usize::from(sel & 0x7f) % ports.len();
+            return *ports.iter().nth(n).expect("n < len");
         }
         let span = self.cfg.port_count + 2;
         (self.first_port - 1).wrapping_add(u16::from(sel & 0x7f) % span)
@@ -617,7 +769,7 @@ impl RelayRun {
         let escrow_view = self.escrow_view();
         match self.anchor.sdp(Instant::now(), &ctx, body) {
             Ok(out) => {
-                self.pump(Some(call));
+                self.pump(call, true);
                 let out = out.expect("the relay rewrites every body it accepts");
                 self.check_rewritten(call, body, &out);
                 self.stats.sdp_rewritten += 1;
@@ -648,7 +800,8 @@ impl RelayRun {
         let mut v = Vec::new();
         for call in 0..CALLS {
             for gw in GW_NAMES {
-                for (port, l) in &self.legs {
+                for (k, l) in &self.legs {
+                    let port = &k.port();
                     let paths = [
                         (
                             Direction::Send,
@@ -688,8 +841,10 @@ impl RelayRun {
         v
     }
 
-    /// The rewritten SDP parses again; every non-zero media port is a port of this call's legs
-    /// on the relay address (RTCP too), each stream its own; ICE is gone; keys are kept.
+    /// The rewritten SDP parses again; every non-zero media port is on the relay address (RTCP
+    /// too, on that port or the next), either the shared pair's RTP port or a port of this
+    /// call's legs, each stream its own; ICE is gone; keys are kept. Every media address of
+    /// the body is the peer of a leg of this call.
     fn check_rewritten(&self, call: u8, body: &[u8], out: &[u8]) {
         let input = SessionDescription::parse(body).expect("the relay accepted only SDP");
         let sd = SessionDescription::parse(out).unwrap_or_else(|e| {
@@ -720,17 +875,29 @@ impl RelayRun {
                 "every media stream of the rewritten SDP points at the relay"
             );
             assert!(
-                info.rtcp.is_none_or(|a| a.ip() == self.relay_ip),
-                "RTCP of the rewritten SDP points at the relay: {:?}",
-                info.rtcp
-            );
-            assert_eq!(
-                self.owner.get(&m.port),
-                Some(&call),
-                "the rewritten SDP names port {} whose leg is set for this call",
+                info.rtcp.is_none_or(|a| a.ip() == self.relay_ip
+                    && (a.port() == m.port || a.port() == m.port.wrapping_add(1))),
+                "RTCP of the rewritten SDP points at the relay, at the stream's port or the \
+                 next: {:?} (port {})",
+                info.rtcp,
                 m.port
             );
-            assert!(seen.insert(m.port), "two streams share port {}", m.port);
+            if self.is_shared(m.port) {
+                // Streams on the shared pair are told apart by their source, not by the port.
+                assert_eq!(
+                    Some(m.port),
+                    self.shared_port,
+                    "a stream on the shared pair points at its RTP port"
+                );
+            } else {
+                assert_eq!(
+                    self.owner.get(&LegKey::Port(m.port)),
+                    Some(&call),
+                    "the rewritten SDP names port {} whose leg is set for this call",
+                    m.port
+                );
+                assert!(seen.insert(m.port), "two streams share port {}", m.port);
+            }
             for ice in ["candidate", "ice-ufrag", "ice-pwd", "remote-candidates"] {
                 assert!(
                     m.attributes(ice).next().is_none(),
@@ -741,6 +908,16 @@ impl RelayRun {
                 m.attributes("crypto").map(String::from).collect()
             };
             assert_eq!(keys(m), keys(orig), "the relay keeps the SDES keys");
+            // The writer sends from the addresses of its body: a leg of this call takes them.
+            let theirs = media_info(&input, orig);
+            for a in [theirs.rtp, theirs.rtcp].into_iter().flatten() {
+                assert!(
+                    self.legs
+                        .iter()
+                        .any(|(k, l)| l.peer == Some(a) && self.owner.get(k) == Some(&call)),
+                    "no leg of call {call} takes the media address {a} of its body"
+                );
+            }
         }
     }
 
@@ -750,14 +927,26 @@ impl RelayRun {
         let verified_before = self.relay.stats().verified;
         let d = self.relay.handle(port, src, options, packet);
         let Decision::Forward { out_port, dst } = d else {
+            if self.is_shared(port) && self.leg_at(port, src).is_none() {
+                assert!(
+                    matches!(
+                        d,
+                        Decision::Drop(RelayDrop::Gate(_) | RelayDrop::WrongSource)
+                    ),
+                    "a source with no leg on the shared port goes through the gate, then is \
+                     dropped as WrongSource: {d:?}"
+                );
+            }
             self.stats.dropped += 1;
             return;
         };
         self.stats.forwarded += 1;
-        let leg = self
-            .legs
-            .get(&port)
-            .unwrap_or_else(|| panic!("forwarded a datagram of port {port}, which has no leg"));
+        if self.is_shared(port) {
+            self.stats.forwarded_shared += 1;
+        }
+        let leg = *self.leg_at(port, src).unwrap_or_else(|| {
+            panic!("forwarded a datagram from {src} on port {port}, which has no leg for it")
+        });
         assert_eq!(
             leg.peer,
             Some(src),
@@ -820,7 +1009,7 @@ impl RelayRun {
         let call = sel & 3;
         let id = SESSION_IDS[usize::from(sel >> 2 & 3)];
         let gw = GW_NAMES[usize::from(gateway) % GW_NAMES.len()];
-        let legs: Vec<(u16, Leg)> = self.legs.iter().map(|(p, l)| (*p, *l)).collect();
+        let legs: Vec<(u16, Leg)> = self.legs.iter().map(|(k, l)| (k.port(), *l)).collect();
         let fallback: SocketAddr = GW_A.parse().expect("fixed address");
         let keys: Vec<StreamKey> = streams
             .iter()
@@ -882,22 +1071,25 @@ impl RelayRun {
             self.stats.key_updates_refused += 1;
             return;
         }
-        // What the escrow accepts, the relay routes: every stream is a path of the legs.
+        // What the escrow accepts, the relay routes: every stream is a path of the call's legs
+        // (a Receive stream: a leg of the call goes out of that port to that address, or,
+        // while the far side is unknown, comes in on it from there).
         for s in &ku.streams {
+            let ours = |k: &LegKey| self.owner.get(k) == Some(&call);
             let routed = match s.direction {
                 Direction::Send => {
+                    let k = self.key(s.dst.0.port(), s.src.0);
                     s.dst.0.ip() == self.relay_ip
-                        && self
-                            .legs
-                            .get(&s.dst.0.port())
-                            .is_some_and(|l| l.peer == Some(s.src.0))
+                        && ours(&k)
+                        && self.legs.get(&k).is_some_and(|l| l.peer == Some(s.src.0))
                 }
                 Direction::Receive => {
                     s.src.0.ip() == self.relay_ip
-                        && self
-                            .legs
-                            .values()
-                            .any(|l| l.out_port == s.src.0.port() && l.dst == Some(s.dst.0))
+                        && self.legs.iter().any(|(k, l)| {
+                            ours(k)
+                                && ((l.out_port == s.src.0.port() && l.dst == Some(s.dst.0))
+                                    || (k.port() == s.src.0.port() && l.peer == Some(s.dst.0)))
+                        })
                 }
             };
             assert!(
@@ -930,11 +1122,12 @@ impl RelayRun {
     }
 
     fn call_ended(&mut self, call: u8) {
+        let call = call % CALLS;
         self.anchor.call_ended(Instant::now(), &call_id(call));
-        self.pump(None);
+        self.pump(call, false);
         assert!(
-            !self.owner.values().any(|c| *c == call % CALLS),
-            "call_ended cleared every leg of the call"
+            !self.owner.values().any(|c| *c == call),
+            "call_ended cleared every leg of the call (its own ports' and the shared pair's)"
         );
     }
 }

@@ -115,6 +115,8 @@ fn media_relay_corpus() {
     assert!(s.sdp_rewritten >= 20 && s.sdp_refused >= 2, "{s:?}");
     assert!(s.escrowed >= 8 && s.key_updates_refused >= 2, "{s:?}");
     assert!(s.forwarded_escrowed >= 20 && s.dropped >= 20, "{s:?}");
+    // The shared port pair: calls on it forward, and collisions fall back or are refused.
+    assert!(s.forwarded_shared >= 8, "{s:?}");
 }
 
 #[test]
@@ -757,6 +759,454 @@ fn relay_seeds() -> Seeds {
     let mut a = relay_sender(0);
     inp.datagram(0x80, S_GW_A, &opts(0), &srtp(&mut a, 1, SSRC_A, None));
     out.insert("seed-odd-first-port".into(), inp.finish());
+    // The shared pair (both gateways): both sides of a call on port 20000/20001, told apart
+    // by source; the IPv4 option and the RTP extension carriers; sources with no leg there.
+    let shared = RelayFuzzConfig {
+        shared: Some(0),
+        ..RelayFuzzConfig::DEFAULT
+    };
+    let mut inp = RelayInput::new(shared);
+    relay_call(&mut inp, 0);
+    // Legs: (20000, gw-a), (20000, gw-b), (20001, gw-a RTCP), (20001, gw-b RTCP).
+    inp.arm(
+        0,
+        0,
+        0,
+        &[
+            ArmStream {
+                sel: 0,
+                key: 0,
+                ssrc: 1,
+            },
+            ArmStream {
+                sel: 2,
+                key: 0,
+                ssrc: 1,
+            },
+            ArmStream {
+                sel: 0x80 | 1,
+                key: 0,
+                ssrc: 2,
+            },
+        ],
+    );
+    inp.arm(
+        0,
+        1,
+        1,
+        &[ArmStream {
+            sel: 1,
+            key: 2,
+            ssrc: 2,
+        }],
+    );
+    let mut a = relay_sender(0);
+    let mut b = relay_sender(2);
+    let ext = |n: usize| rtp_extension_block(3, SESSION_IDS[n]);
+    let p1 = srtp(&mut a, 1, SSRC_A, None);
+    inp.datagram(rport(20_000), S_GW_A, &opts(0), &p1);
+    inp.datagram(
+        rport(20_000),
+        S_GW_A,
+        &[],
+        &srtp(&mut a, 2, SSRC_A, Some(&ext(0))),
+    );
+    inp.datagram(rport(20_000), S_GW_A, &opts(0), &p1); // replay
+    inp.datagram(
+        rport(20_000),
+        S_GW_B,
+        &opts(1),
+        &srtp(&mut b, 100, SSRC_B, None),
+    );
+    inp.datagram(rport(20_001), S_GW_A_RTCP, &opts(0), &srtcp(&mut a, SSRC_A));
+    // gw-a's address with no leg on the shared port, with the option and with the extension.
+    inp.datagram(
+        rport(20_000),
+        S_GW_A_OTHER,
+        &opts(0),
+        &srtp(&mut a, 3, SSRC_A, None),
+    );
+    inp.datagram(
+        rport(20_000),
+        S_GW_A_OTHER,
+        &[],
+        &srtp(&mut a, 4, SSRC_A, Some(&ext(0))),
+    );
+    inp.datagram(
+        rport(20_000),
+        S_STRANGER,
+        &[],
+        &srtp(&mut a, 5, SSRC_A, None),
+    );
+    // gw-b's RTP address on the RTCP port: no leg there.
+    inp.datagram(
+        rport(20_001),
+        S_GW_B,
+        &opts(1),
+        &srtp(&mut b, 101, SSRC_B, None),
+    );
+    inp.datagram(0x80, 0x80, &opts(0), &srtp(&mut a, 6, SSRC_A, None));
+    inp.call_ended(0);
+    inp.datagram(
+        rport(20_000),
+        S_GW_A,
+        &opts(0),
+        &srtp(&mut a, 7, SSRC_A, None),
+    );
+    out.insert("seed-shared-call".into(), inp.finish());
+
+    // A second call of gw-a from the address its first call has on the shared port: the caller
+    // side falls back to a pair of its own (20002); the callee answers from a new address, on
+    // the shared port. Once the first call ended, its address is free there again.
+    let mut inp = RelayInput::new(shared);
+    relay_call(&mut inp, 0);
+    let b2 = gw_sdp(
+        "198.51.100.12:50002",
+        &format!("{EXTMAP}a=ssrc:{SSRC_B} cname:gw-b\r\n"),
+    );
+    inp.sdp(
+        1,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &caller_offer(),
+    );
+    inp.sdp(
+        1,
+        Side::Callee,
+        SdpKind::Answer,
+        Peer::Natural,
+        Peer::Natural,
+        &b2,
+    );
+    // Legs: 20002, 20003 (call 1's gw-a), then on the shared pair (20000, gw-a),
+    // (20000, gw-b), (20000, gw-b's second address), (20001, ...) likewise.
+    inp.arm(
+        1,
+        2,
+        0,
+        &[ArmStream {
+            sel: 0,
+            key: 0,
+            ssrc: 1,
+        }],
+    );
+    inp.arm(
+        0,
+        0,
+        0,
+        &[ArmStream {
+            sel: 2,
+            key: 0,
+            ssrc: 1,
+        }],
+    );
+    inp.arm(
+        1,
+        3,
+        1,
+        &[ArmStream {
+            sel: 4,
+            key: 2,
+            ssrc: 2,
+        }],
+    );
+    // gw-a names call 1's path under call 0: refused.
+    inp.arm(
+        0,
+        1,
+        0,
+        &[ArmStream {
+            sel: 0,
+            key: 0,
+            ssrc: 1,
+        }],
+    );
+    let mut a0 = relay_sender(0);
+    let mut a1 = relay_sender(0);
+    let mut b = relay_sender(2);
+    inp.datagram(
+        rport(20_002),
+        S_GW_A,
+        &opts(2),
+        &srtp(&mut a1, 1, SSRC_A, None),
+    );
+    inp.datagram(
+        rport(20_000),
+        S_GW_A,
+        &opts(0),
+        &srtp(&mut a0, 100, SSRC_A, None),
+    );
+    // Call 1's session_ID on call 0's leg: not its stream.
+    inp.datagram(
+        rport(20_000),
+        S_GW_A,
+        &opts(2),
+        &srtp(&mut a1, 2, SSRC_A, None),
+    );
+    // From gw-b's second address (the peer of the fifth leg) to call 1's gw-a.
+    inp.datagram(
+        rport(20_000),
+        0x84,
+        &opts(3),
+        &srtp(&mut b, 50, SSRC_B, None),
+    );
+    inp.call_ended(0);
+    inp.datagram(
+        rport(20_000),
+        S_GW_A,
+        &opts(0),
+        &srtp(&mut a0, 101, SSRC_A, None),
+    );
+    inp.datagram(
+        rport(20_002),
+        S_GW_A,
+        &opts(2),
+        &srtp(&mut a1, 3, SSRC_A, None),
+    );
+    relay_call(&mut inp, 2);
+    out.insert("seed-shared-collision".into(), inp.finish());
+
+    // A callee answering from an address another call has on the shared port is refused
+    // (488), and so is a re-offer moving there; once that call moved away, it is accepted.
+    let mut inp = RelayInput::new(shared);
+    relay_call(&mut inp, 0);
+    let a2 = "192.0.2.11:40010";
+    inp.sdp(
+        1,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &gw_sdp(a2, ""),
+    );
+    inp.sdp(
+        1,
+        Side::Callee,
+        SdpKind::Answer,
+        Peer::Natural,
+        Peer::Natural,
+        &callee_answer(),
+    );
+    inp.sdp(
+        1,
+        Side::Callee,
+        SdpKind::Answer,
+        Peer::Natural,
+        Peer::Natural,
+        &gw_sdp("198.51.100.12:50002", ""),
+    );
+    let to_a2 = gw_sdp(a2, "").replace("o=- 1 1", "o=- 1 2");
+    inp.sdp(
+        0,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &to_a2,
+    );
+    let away = gw_sdp("192.0.2.11:40100", "").replace("o=- 1 1", "o=- 1 2");
+    inp.sdp(
+        1,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &away,
+    );
+    inp.sdp(
+        0,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &to_a2.replace("o=- 1 2", "o=- 1 3"),
+    );
+    // Legs on 20000: 192.0.2.11:40010 (call 0), 192.0.2.11:40100 (call 1), then gw-b's.
+    inp.arm(
+        0,
+        0,
+        0,
+        &[ArmStream {
+            sel: 0,
+            key: 0,
+            ssrc: 0,
+        }],
+    );
+    inp.arm(
+        0,
+        1,
+        0,
+        &[ArmStream {
+            sel: 1,
+            key: 0,
+            ssrc: 0,
+        }],
+    );
+    let mut a = relay_sender(0);
+    inp.datagram(
+        rport(20_000),
+        S_GW_A_OTHER,
+        &opts(0),
+        &srtp(&mut a, 1, SSRC_A, None),
+    );
+    inp.datagram(
+        rport(20_000),
+        S_GW_A,
+        &opts(0),
+        &srtp(&mut a, 2, SSRC_A, None),
+    );
+    out.insert("seed-shared-refused-answer".into(), inp.finish());
+
+    // Only the callee's gateway shares (named in upper case), global mode, 6 ports: the
+    // caller's side takes one of the two pairs left, so a third call is refused (503) until
+    // one ends. Call 1's answer from gw-b's address, which call 0 has, is refused (488), then
+    // it answers from another address.
+    let cfg = RelayFuzzConfig {
+        global: true,
+        port_count: 6,
+        shared: Some(2),
+        ..RelayFuzzConfig::DEFAULT
+    };
+    let mut inp = RelayInput::new(cfg);
+    let phone = gw_sdp("192.0.2.200:7078", "a=rtcp-mux\r\n");
+    inp.sdp(
+        0,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Untrusted,
+        Peer::Natural,
+        &phone,
+    );
+    inp.sdp(
+        0,
+        Side::Callee,
+        SdpKind::Answer,
+        Peer::Natural,
+        Peer::Untrusted,
+        &callee_answer(),
+    );
+    relay_call(&mut inp, 1);
+    inp.sdp(
+        1,
+        Side::Callee,
+        SdpKind::Answer,
+        Peer::Natural,
+        Peer::Natural,
+        &gw_sdp("198.51.100.12:50002", ""),
+    );
+    inp.sdp(
+        2,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &gw_sdp("192.0.2.11:40010", ""),
+    );
+    inp.sdp(
+        3,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Untrusted,
+        Peer::Stranger,
+        &phone,
+    );
+    // Legs: 20002, 20003 (the phone), 20004, 20005 (gw-a), then the shared pair's.
+    inp.arm(
+        0,
+        1,
+        1,
+        &[ArmStream {
+            sel: 4,
+            key: 2,
+            ssrc: 2,
+        }],
+    );
+    let mut p = relay_sender(0);
+    let mut b = relay_sender(2);
+    inp.datagram(rport(20_002), S_PHONE, &[], &srtp(&mut p, 1, SSRC_A, None));
+    inp.datagram(rport(20_002), S_PHONE, &[], b"\x00\x01\x00\x00stun-like");
+    inp.datagram(
+        rport(20_000),
+        S_GW_B,
+        &opts(1),
+        &srtp(&mut b, 1, SSRC_B, None),
+    );
+    inp.call_ended(0);
+    inp.sdp(
+        2,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Natural,
+        &gw_sdp("192.0.2.11:40010", ""),
+    );
+    out.insert("seed-shared-callee-only".into(), inp.finish());
+
+    // The odd first port: the shared pair is 20002/20003. gw-a muxes RTCP (two legs of one
+    // address), the callee's gateway is the stranger gw-c (shared too in this config).
+    let cfg = RelayFuzzConfig {
+        odd_first_port: true,
+        shared: Some(3),
+        ..RelayFuzzConfig::DEFAULT
+    };
+    let mut inp = RelayInput::new(cfg);
+    let muxed = gw_sdp(
+        GW_A,
+        &format!("a=rtcp-mux\r\na=ssrc:{SSRC_A} cname:gw-a\r\n"),
+    );
+    inp.sdp(
+        0,
+        Side::Caller,
+        SdpKind::Offer,
+        Peer::Natural,
+        Peer::Stranger,
+        &muxed,
+    );
+    inp.sdp(
+        0,
+        Side::Callee,
+        SdpKind::Answer,
+        Peer::Stranger,
+        Peer::Natural,
+        &callee_answer(),
+    );
+    // Legs: (20002, gw-a), (20002, gw-c), (20003, gw-a), (20003, gw-c RTCP).
+    inp.arm(
+        0,
+        0,
+        0,
+        &[
+            ArmStream {
+                sel: 0,
+                key: 0,
+                ssrc: 1,
+            },
+            ArmStream {
+                sel: 2,
+                key: 0,
+                ssrc: 1,
+            },
+        ],
+    );
+    inp.arm(
+        0,
+        1,
+        2,
+        &[ArmStream {
+            sel: 1,
+            key: 2,
+            ssrc: 2,
+        }],
+    );
+    let mut a = relay_sender(0);
+    let mut b = relay_sender(2);
+    // Port selector n is port 20000 + n with first_port 20001.
+    inp.datagram(2, S_GW_A, &opts(0), &srtp(&mut a, 1, SSRC_A, None));
+    inp.datagram(3, S_GW_A, &opts(0), &srtcp(&mut a, SSRC_A));
+    inp.datagram(2, S_GW_B, &opts(1), &srtp(&mut b, 1, SSRC_B, None));
+    out.insert("seed-shared-odd-first-port".into(), inp.finish());
     out
 }
 
