@@ -210,8 +210,9 @@ pub struct RelayAnchor {
     pool: PortPool,
     table: Arc<Mutex<CallTable>>,
     sink: CommandSink,
-    /// Sources with a leg on the shared port, and the call each belongs to.
-    shared_peers: HashMap<SocketAddr, String>,
+    /// Legs on the shared port pair, keyed like the data plane keys them (port, source), and
+    /// the call and stream (media line) each belongs to.
+    shared_peers: HashMap<(u16, SocketAddr), (String, usize)>,
 }
 
 impl std::fmt::Debug for RelayAnchor {
@@ -251,7 +252,7 @@ impl RelayAnchor {
 
     /// Sends the data plane the legs of a stream (both sides, RTP and RTCP); a shared side's
     /// legs are keyed by its address, and those it had under an old address are cleared.
-    fn legs_of(&mut self, call_id: &str, m: &mut StreamMedia) {
+    fn legs_of(&mut self, call_id: &str, stream: usize, m: &mut StreamMedia) {
         for side in 0..2 {
             let other = 1 - side;
             let mut keys = Vec::new();
@@ -271,7 +272,8 @@ impl RelayAnchor {
                 if m.shared[side] {
                     if let Some(peer) = peer {
                         keys.push((port, peer));
-                        self.shared_peers.insert(peer, call_id.to_string());
+                        self.shared_peers
+                            .insert((port, peer), (call_id.to_string(), stream));
                         (self.sink)(RelayCommand::SharedLeg {
                             port,
                             peer,
@@ -287,14 +289,20 @@ impl RelayAnchor {
             }
             for (port, peer) in std::mem::replace(&mut m.installed[side], keys.clone()) {
                 if !keys.contains(&(port, peer)) {
-                    self.drop_shared(port, peer);
+                    self.drop_shared(call_id, stream, port, peer);
                 }
             }
         }
     }
 
-    fn drop_shared(&mut self, port: u16, peer: SocketAddr) {
-        self.shared_peers.remove(&peer);
+    /// Clears a shared leg of this call's stream (never one another stream has taken since).
+    fn drop_shared(&mut self, call_id: &str, stream: usize, port: u16, peer: SocketAddr) {
+        match self.shared_peers.get(&(port, peer)) {
+            Some((c, s)) if c == call_id && *s == stream => {
+                self.shared_peers.remove(&(port, peer));
+            }
+            _ => return,
+        }
         (self.sink)(RelayCommand::SharedLeg {
             port,
             peer,
@@ -302,11 +310,11 @@ impl RelayAnchor {
         });
     }
 
-    fn release(&mut self, m: &StreamMedia) {
+    fn release(&mut self, call_id: &str, stream: usize, m: &StreamMedia) {
         for side in 0..2 {
             if m.shared[side] {
                 for (port, peer) in m.installed[side].clone() {
-                    self.drop_shared(port, peer);
+                    self.drop_shared(call_id, stream, port, peer);
                 }
                 continue;
             }
@@ -347,6 +355,8 @@ impl MediaAnchor for RelayAnchor {
         let mut released = Vec::new();
         let mut allocated: Vec<u16> = Vec::new();
         let mut refusal = None;
+        // Shared-port sources claimed by this body's streams so far.
+        let mut claimed: Vec<(u16, SocketAddr, usize)> = Vec::new();
         let infos: Vec<_> = sd.media.iter().map(|m| media_info(&sd, m)).collect();
         for (i, (m, info)) in sd.media.iter_mut().zip(infos).enumerate() {
             if call.streams.len() <= i {
@@ -354,7 +364,7 @@ impl MediaAnchor for RelayAnchor {
             }
             if m.port == 0 {
                 if let Some(s) = call.streams[i].take() {
-                    released.push(s);
+                    released.push((i, s));
                 }
                 continue;
             }
@@ -365,12 +375,20 @@ impl MediaAnchor for RelayAnchor {
                 ));
                 break;
             }
-            // An address another call already has on the shared port cannot be told apart.
-            let taken = |a: Option<SocketAddr>| {
-                a.and_then(|a| self.shared_peers.get(&a))
-                    .is_some_and(|c| c != ctx.call_id)
+            // A source another call, or another stream of this call, already has on the
+            // shared port cannot be told apart from it.
+            let sp = self.cfg.shared_port().unwrap_or(0);
+            let taken = |port: u16, a: Option<SocketAddr>| {
+                a.is_some_and(|a| {
+                    self.shared_peers
+                        .get(&(port, a))
+                        .is_some_and(|(c, s)| c != ctx.call_id || *s != i)
+                        || claimed
+                            .iter()
+                            .any(|&(p, b, s)| p == port && b == a && s != i)
+                })
             };
-            let clash = taken(info.rtp) || taken(info.rtcp);
+            let clash = taken(sp, info.rtp) || taken(sp.wrapping_add(1), info.rtcp);
             let stream = match &mut call.streams[i] {
                 Some(s) => s,
                 slot @ None => {
@@ -415,6 +433,13 @@ impl MediaAnchor for RelayAnchor {
                 ));
                 break;
             }
+            if stream.shared[me] {
+                for (port, a) in [(sp, info.rtp), (sp.wrapping_add(1), info.rtcp)] {
+                    if let Some(a) = a {
+                        claimed.push((port, a, i));
+                    }
+                }
+            }
             stream.rtp[me] = info.rtp;
             stream.rtcp[me] = info.rtcp;
             stream.ext_id[me] = info.session_id_ext;
@@ -433,12 +458,12 @@ impl MediaAnchor for RelayAnchor {
             return Err(r);
         }
         set_session_address(&mut sd, relay_ip);
-        for s in &released {
-            self.release(s);
+        for (i, s) in &released {
+            self.release(ctx.call_id, *i, s);
         }
         for i in changed {
             if let Some(mut st) = call.streams[i].take() {
-                self.legs_of(ctx.call_id, &mut st);
+                self.legs_of(ctx.call_id, i, &mut st);
                 call.streams[i] = Some(st);
             }
         }
@@ -453,8 +478,10 @@ impl MediaAnchor for RelayAnchor {
             t.calls.remove(call_id)
         };
         if let Some(c) = call {
-            for s in c.streams.iter().flatten() {
-                self.release(s);
+            for (i, s) in c.streams.iter().enumerate() {
+                if let Some(s) = s {
+                    self.release(call_id, i, s);
+                }
             }
         }
     }
