@@ -45,6 +45,20 @@ pub struct Leg {
     pub dst: Option<SocketAddr>,
     /// The RTP header extension id carrying the session_ID on this leg, if negotiated.
     pub ext_id: Option<u8>,
+    /// Set while the call is intercepted: forwarded datagrams are also copied to the
+    /// lawful-interception tap ([`Relay::tap`]).
+    pub tap: Option<Tap>,
+}
+
+/// How a leg's datagrams are copied to the lawful-interception tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tap {
+    /// The intercepted call's tap id (chosen by the SPG).
+    pub id: u32,
+    /// Which 5-tuple identifies the datagram to the mediation: the one it arrived with (it
+    /// comes from a voice gateway of this SPG, whose escrowed keys name that tuple) or the one
+    /// it leaves with (it goes to one).
+    pub inbound: bool,
 }
 
 /// What the data plane must learn, in order.
@@ -213,6 +227,10 @@ pub struct RelayAnchor {
     /// Legs on the shared port pair, keyed like the data plane keys them (port, source), and
     /// the call and stream (media line) each belongs to.
     shared_peers: HashMap<(u16, SocketAddr), (String, usize)>,
+    /// Calls being intercepted, and their tap id.
+    taps: HashMap<String, u32>,
+    /// This SPG's voice gateways (whose side of a call the tap reports).
+    gateways: Vec<String>,
 }
 
 impl std::fmt::Debug for RelayAnchor {
@@ -232,6 +250,8 @@ impl RelayAnchor {
             table,
             sink,
             shared_peers: HashMap::new(),
+            taps: HashMap::new(),
+            gateways: Vec::new(),
         }
     }
 
@@ -250,11 +270,54 @@ impl RelayAnchor {
         self.pool.available()
     }
 
+    /// Names this SPG's voice gateways (trusted peer names): a tapped datagram is reported
+    /// with the 5-tuple on a gateway's side, the one its escrowed keys name.
+    pub fn set_gateways(&mut self, gateways: Vec<String>) {
+        self.gateways = gateways;
+    }
+
+    fn is_gateway(&self, party: Option<&str>) -> bool {
+        party.is_some_and(|p| self.gateways.iter().any(|g| g.eq_ignore_ascii_case(p)))
+    }
+
+    /// Starts (`Some`) or stops (`None`) copying a call's media to the lawful-interception
+    /// tap: every leg of the call, now and after any re-offer, carries the tap id. Returns
+    /// whether the call is known (a call not yet seen gets the tap on its first legs).
+    pub fn set_tap(&mut self, call_id: &str, tap: Option<u32>) -> bool {
+        match tap {
+            Some(t) => self.taps.insert(call_id.to_string(), t),
+            None => self.taps.remove(call_id),
+        };
+        let table = self.table.clone();
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(call) = t.calls.get_mut(call_id) else {
+            return false;
+        };
+        let parties = call.parties.clone();
+        for (i, st) in call.streams.iter_mut().enumerate() {
+            if let Some(st) = st {
+                self.legs_of(call_id, i, &parties, st);
+            }
+        }
+        true
+    }
+
     /// Sends the data plane the legs of a stream (both sides, RTP and RTCP); a shared side's
     /// legs are keyed by its address, and those it had under an old address are cleared.
-    fn legs_of(&mut self, call_id: &str, stream: usize, m: &mut StreamMedia) {
+    fn legs_of(
+        &mut self,
+        call_id: &str,
+        stream: usize,
+        parties: &[Option<String>; 2],
+        m: &mut StreamMedia,
+    ) {
         for side in 0..2 {
             let other = 1 - side;
+            let tap = self.taps.get(call_id).map(|&id| Tap {
+                id,
+                inbound: self.is_gateway(parties[side].as_deref())
+                    || !self.is_gateway(parties[other].as_deref()),
+            });
             let mut keys = Vec::new();
             for (rtcp, off) in [(false, 0u16), (true, 1u16)] {
                 let (peer, dst) = if rtcp {
@@ -267,6 +330,7 @@ impl RelayAnchor {
                     out_port: m.ports[other].wrapping_add(off),
                     dst,
                     ext_id: m.ext_id[side],
+                    tap,
                 };
                 let port = m.ports[side].wrapping_add(off);
                 if m.shared[side] {
@@ -463,7 +527,7 @@ impl MediaAnchor for RelayAnchor {
         }
         for i in changed {
             if let Some(mut st) = call.streams[i].take() {
-                self.legs_of(ctx.call_id, i, &mut st);
+                self.legs_of(ctx.call_id, i, &call.parties, &mut st);
                 call.streams[i] = Some(st);
             }
         }
@@ -473,6 +537,7 @@ impl MediaAnchor for RelayAnchor {
     }
 
     fn call_ended(&mut self, _now: Instant, call_id: &str) {
+        self.taps.remove(call_id);
         let call = {
             let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
             t.calls.remove(call_id)
@@ -538,6 +603,7 @@ pub struct Relay {
     live: usize,
     gate: MediaGate,
     stats: RelayStats,
+    last_tap: Option<Tap>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -572,6 +638,7 @@ impl Relay {
             live: 0,
             gate: MediaGate::new(mode, sampling),
             stats: RelayStats::default(),
+            last_tap: None,
         }
     }
 
@@ -581,6 +648,12 @@ impl Relay {
 
     pub fn gate(&self) -> &MediaGate {
         &self.gate
+    }
+
+    /// The tap of the leg the last datagram [`Relay::handle`] forwarded went through: `Some`
+    /// when the driver must also copy it to the lawful-interception tap.
+    pub fn tap(&self) -> Option<Tap> {
+        self.last_tap
     }
 
     /// Live legs.
@@ -643,6 +716,7 @@ impl Relay {
         packet: &[u8],
     ) -> Decision {
         self.stats.received += 1;
+        self.last_tap = None;
         let on_shared = self
             .shared_port
             .is_some_and(|sp| port == sp || port == sp.wrapping_add(1));
@@ -708,6 +782,7 @@ impl Relay {
         if verified {
             self.stats.verified += 1;
         }
+        self.last_tap = leg.tap;
         Decision::Forward {
             out_port: leg.out_port,
             dst,

@@ -10,6 +10,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod error;
+pub mod g711;
 mod gcm;
 mod hmac_sha1;
 pub mod keyring;

@@ -88,11 +88,39 @@ pub trait MediaAnchor {
     /// The ACK of a 2xx crossed the proxy (`side` sent it): the dialog is confirmed, and every
     /// proxy on the path has seen the answer it acknowledges.
     fn acked(&mut self, _now: Instant, _call_id: &str, _side: Side) {}
+
+    /// A signalling event of a call the proxy forwards (for interception-related information:
+    /// who called whom, when it was answered or failed, when it was modified). The end of a
+    /// call is [`MediaAnchor::call_ended`].
+    fn call_event(&mut self, _now: Instant, _ev: &CallEvent<'_>) {}
 }
 
 /// Replaces the body of a SIP message (request or response), fixing Content-Length. The
 /// header section is kept byte for byte, except for the Content-Length header (long or compact
 /// form), written as `Content-Length: n`. `None` if the message has no header/body separator.
+/// What [`MediaAnchor::call_event`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent<'a> {
+    /// A dialog-creating INVITE is forwarded: the From URI, the Request-URI as it arrived, the
+    /// To URI, and the trusted peers (voice gateways, peer SPGs) it came from and goes to.
+    Attempt {
+        call_id: &'a str,
+        from_uri: &'a str,
+        request_uri: &'a str,
+        to_uri: &'a str,
+        from_trusted: Option<&'a str>,
+        to_trusted: Option<&'a str>,
+    },
+    /// A provisional response (180/183) to the initial INVITE is forwarded.
+    Alerting { call_id: &'a str, status: u16 },
+    /// A 2xx to the initial INVITE is forwarded.
+    Answered { call_id: &'a str },
+    /// The initial INVITE got a final error response (or timed out: 408).
+    Failed { call_id: &'a str, status: u16 },
+    /// A re-INVITE or UPDATE inside the call is forwarded.
+    Modified { call_id: &'a str, method: &'a str },
+}
+
 pub fn replace_body(message: &[u8], body: &[u8]) -> Option<Vec<u8>> {
     let sep = message.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = &message[..sep + 2];

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::{digest, hmac, rand::SecureRandom};
 use zeroize::Zeroizing;
 
-use crate::anchor::{replace_body, MediaAnchor, Refusal, SdpContext, SdpKind, Side};
+use crate::anchor::{replace_body, CallEvent, MediaAnchor, Refusal, SdpContext, SdpKind, Side};
 use crate::config::{ProxyConfig, TransportKind};
 use crate::digest::{ha1, Algorithm, DigestAuth, DigestConfig, Verdict};
 use crate::grammar;
@@ -1370,6 +1370,17 @@ impl ProxyCore {
                         // Only a BYE inside a dialog we made ends the call (and its media).
                         self.end_call(now, &call_id);
                     }
+                    if matches!(method, "INVITE" | "UPDATE") {
+                        if let Some(a) = self.anchor.as_mut() {
+                            a.call_event(
+                                now,
+                                &CallEvent::Modified {
+                                    call_id: &call_id,
+                                    method,
+                                },
+                            );
+                        }
+                    }
                     self.forward(
                         now,
                         flow,
@@ -1521,6 +1532,29 @@ impl ProxyCore {
                     return;
                 }
             };
+            if self.anchor.is_some() {
+                let from_uri = msg.from().map(|f| lossy(f.uri.raw)).unwrap_or_default();
+                let to_uri = msg.to().map(|f| lossy(f.uri.raw)).unwrap_or_default();
+                let request_uri = match msg.start {
+                    StartLine::Request { uri, .. } => lossy(uri),
+                    StartLine::Response { .. } => String::new(),
+                };
+                let from_trusted = self.trusted_name(flow.remote.ip()).map(str::to_string);
+                let to_trusted = self.trusted_name(out.remote.ip()).map(str::to_string);
+                if let Some(a) = self.anchor.as_mut() {
+                    a.call_event(
+                        now,
+                        &CallEvent::Attempt {
+                            call_id: &call_id,
+                            from_uri: &from_uri,
+                            request_uri: &request_uri,
+                            to_uri: &to_uri,
+                            from_trusted: from_trusted.as_deref(),
+                            to_trusted: to_trusted.as_deref(),
+                        },
+                    );
+                }
+            }
             let offer_out = match &body {
                 Some(b) => Some(sdp_security(b).unwrap_or((false, contains_crypto(b)))),
                 None => offer,
@@ -2053,6 +2087,22 @@ impl ProxyCore {
                         }
                     }
                 }
+                if invite && initial && code > 100 {
+                    if let Some(a) = self.anchor.as_mut() {
+                        let ev = match code {
+                            101..=199 => CallEvent::Alerting {
+                                call_id: &call_id,
+                                status: code,
+                            },
+                            200..=299 => CallEvent::Answered { call_id: &call_id },
+                            _ => CallEvent::Failed {
+                                call_id: &call_id,
+                                status: code,
+                            },
+                        };
+                        a.call_event(now, &ev);
+                    }
+                }
                 if invite && code >= 200 {
                     self.call_answered(now, &message, code, initial);
                 }
@@ -2066,6 +2116,15 @@ impl ProxyCore {
                     }
                 }
                 if initial {
+                    if let Some(a) = self.anchor.as_mut() {
+                        a.call_event(
+                            now,
+                            &CallEvent::Failed {
+                                call_id: &call_id,
+                                status: 408,
+                            },
+                        );
+                    }
                     self.end_call(now, &call_id);
                 }
             }

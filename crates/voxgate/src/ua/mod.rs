@@ -3,7 +3,7 @@
 //! the encryption policy. The SIP logic is the sans-I/O [`sip_ua::UserAgent`] and the media the
 //! sans-I/O [`media::MediaSession`]; this module is the tokio driver around them.
 
-mod g711;
+pub(crate) use voxgate_rtp::g711;
 mod media;
 mod sip_ua;
 pub(crate) mod transport;
