@@ -262,6 +262,17 @@ impl MediaGate {
     ) -> Verdict {
         let id = match session_id {
             Err(()) => return self.drop(DropReason::Malformed),
+            Ok(Some(_)) if matches!(&self.mode, Mode::SourceBased { gateways } if !gateways.contains(&src.ip())) =>
+            {
+                // Source-based: only this SPG's gateways escrow here. A session_ID from any
+                // other source (a peer SPG relaying its own gateway's media, whose
+                // session_IDs are that SPG's) is not ours to check.
+                self.stats.forwarded += 1;
+                return Verdict::Forward {
+                    session_id: None,
+                    verified: false,
+                };
+            }
             Ok(Some(id)) => id,
             Ok(None) => {
                 let must = match &self.mode {
@@ -432,11 +443,21 @@ mod tests {
             g.check(a, b, Ok(Some(43)), &p),
             Verdict::Drop(DropReason::UnknownSessionId)
         );
-        // Valid session_ID on the wrong tuple, and the wrong SSRC.
-        let other: SocketAddr = "192.0.2.99:40000".parse().unwrap();
+        // Valid session_ID on the wrong tuple (another port of the gateway), and the wrong SSRC.
+        let other = SocketAddr::new(gw.ip(), gw.port().wrapping_add(1000));
         assert_eq!(
             g.check(other, b, Ok(Some(42)), &p),
             Verdict::Drop(DropReason::WrongTuple)
+        );
+        // A session_ID from a source that is not one of our gateways (a peer SPG relaying its
+        // own gateway's media): not ours to check, forwarded unverified.
+        let peer: SocketAddr = "192.0.2.99:40000".parse().unwrap();
+        assert_eq!(
+            g.check(peer, b, Ok(Some(43)), &p),
+            Verdict::Forward {
+                session_id: None,
+                verified: false
+            }
         );
         let p2 = srtp(&mut good, 3, 0x2222);
         assert_eq!(
@@ -458,7 +479,7 @@ mod tests {
         // Not from a gateway, no session_ID: source-based mode lets it pass.
         let p4 = srtp(&mut good, 5, 0x1111);
         assert!(matches!(
-            g.check(other, b, Ok(None), &p4),
+            g.check(peer, b, Ok(None), &p4),
             Verdict::Forward {
                 session_id: None,
                 ..
@@ -467,11 +488,11 @@ mod tests {
         // In global mode every RTP datagram needs a session_ID.
         let mut global = MediaGate::new(Mode::Global, Sampling::EVERY_PACKET);
         assert_eq!(
-            global.check(other, b, Ok(None), &p4),
+            global.check(peer, b, Ok(None), &p4),
             Verdict::Drop(DropReason::NoSessionId)
         );
         assert!(matches!(
-            global.check(other, b, Ok(None), b"not rtp"),
+            global.check(peer, b, Ok(None), b"not rtp"),
             Verdict::Forward { .. }
         ));
         for r in DropReason::ALL {
