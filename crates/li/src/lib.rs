@@ -6,4 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod iri;
+pub mod mediation;
+pub mod poi;
 pub mod warrant;
+pub mod x2x3;

@@ -4,9 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit_file;
 mod cert;
 mod config_file;
+mod demo;
 mod gateway;
+mod li;
 mod metrics_http;
 mod proxy;
 mod spg;
@@ -45,6 +48,15 @@ enum Command {
     /// Service-provider gateway: SIP proxy, key escrow server and the media relay that drops
     /// unescrowed media and verifies the escrowed keys are the ones used.
     Spg(spg::SpgArgs),
+    /// The whole system on loopback in one command: two SPGs, two voice gateways, a warrant
+    /// on alice, her call to bob intercepted and decrypted, a rogue stream dropped.
+    Demo(demo::DemoArgs),
+    /// Lawful interception: the mediation (warrants with dual approval, IRI and decrypted
+    /// content to agencies, tamper-evident audit), key generation, audit verification.
+    Li {
+        #[command(subcommand)]
+        command: li::LiCommand,
+    },
     /// A small SIP user agent: register, call, answer, hang up; WAV audio as G.711 in SRTP.
     Ua(ua::UaArgs),
     /// SRTP tools: decrypt or encrypt the RTP/RTCP streams of a pcap/pcapng capture.
@@ -78,6 +90,8 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway::run(args),
         Command::Spg(args) => spg::run(args),
         Command::Ua(args) => ua::run(args),
+        Command::Li { command } => li::run(command),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

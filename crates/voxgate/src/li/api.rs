@@ -261,7 +261,7 @@ async fn connection<S>(
 /// The caller named by a DER client certificate: its subject common name (exactly one), or
 /// else its first DNS subjectAltName. Names with control characters, empty or over 256 bytes
 /// name no one.
-fn identity(der: &[u8]) -> Option<String> {
+pub(crate) fn identity(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cns: Vec<_> = cert.subject().iter_common_name().collect();
     match cns.as_slice() {

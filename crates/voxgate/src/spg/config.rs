@@ -24,6 +24,43 @@ pub struct SpgConfig {
     pub authority: AuthoritySection,
     pub store: StoreSection,
     pub metrics: Option<MetricsSection>,
+    pub li: Option<LiSection>,
+    pub audit: Option<AuditSection>,
+}
+
+/// `[li]`: the lawful-interception mediation this SPG reports to (it connects out with mutual
+/// TLS; the mediation provisions what to copy, nothing is copied without it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiSection {
+    /// The mediation's X2/X3 listener.
+    pub mediation: SocketAddr,
+    /// The name in the mediation's certificate.
+    pub server_name: String,
+    /// This SPG's client certificate and key (its name there is the certificate's CN).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that issued the mediation's certificate.
+    pub ca: PathBuf,
+    /// Copies of intercepted datagrams queued while the mediation is slow or away; beyond
+    /// this they are dropped (and counted).
+    #[serde(default = "default_li_queue")]
+    pub queue_bytes: usize,
+}
+
+fn default_li_queue() -> usize {
+    64 << 20
+}
+
+/// `[audit]`: the node's tamper-evident audit log (every key_update and session end), signed
+/// with an Ed25519 key (PKCS#8 DER, made by `voxgate li keygen`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub path: PathBuf,
+    pub key: PathBuf,
+    /// The node's name in the entries.
+    pub node: String,
 }
 
 /// `[metrics]`: Prometheus text format on `GET /metrics` (plain HTTP: bind it to a management
@@ -255,6 +292,8 @@ pub struct Loaded {
     pub sip: Option<voxgate_sip::config::ProxyConfig>,
     pub media: Option<MediaSection>,
     pub peers: Vec<PeerSection>,
+    pub li: Option<LiSection>,
+    pub audit: Option<AuditSection>,
 }
 
 use crate::config_file::resolve;
@@ -346,6 +385,17 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         authority,
         store,
         metrics: c.metrics.map(|m| m.address),
+        li: c.li.map(|l| LiSection {
+            cert: resolve(base, &l.cert),
+            key: resolve(base, &l.key),
+            ca: resolve(base, &l.ca),
+            ..l
+        }),
+        audit: c.audit.map(|a| AuditSection {
+            path: resolve(base, &a.path),
+            key: resolve(base, &a.key),
+            ..a
+        }),
     })
 }
 

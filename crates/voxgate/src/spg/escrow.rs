@@ -75,6 +75,10 @@ pub(crate) struct Escrow {
     relay: Option<super::relay::RelayHandle>,
     /// Sessions escrowed whose records are not stored yet: armed in the relay once they are.
     to_arm: Vec<u64>,
+    /// Lawful interception: each stored record is reported to the point of interception.
+    li: Option<Arc<super::li::LiTap>>,
+    /// The node's audit log: every stored key_update and session end.
+    audit: Option<crate::audit_file::AuditFile>,
 }
 
 impl Escrow {
@@ -119,6 +123,8 @@ impl Escrow {
                 calls: None,
                 relay: None,
                 to_arm: Vec::new(),
+                li: None,
+                audit: None,
             },
             n,
         ))
@@ -136,20 +142,67 @@ impl Escrow {
         self
     }
 
-    /// Writes what is owed to the store, in order; false if some is still owed.
+    /// Reports stored records to lawful interception and records them in the audit log.
+    pub fn with_li_and_audit(
+        mut self,
+        li: Option<Arc<super::li::LiTap>>,
+        audit: Option<crate::audit_file::AuditFile>,
+    ) -> Self {
+        self.li = li;
+        self.audit = audit;
+        self
+    }
+
+    /// Writes what is owed to the store (and the audit log), in order; false if some is
+    /// still owed.
     fn flush(&mut self) -> bool {
         while let Some(op) = self.unsaved.front() {
-            let r = match op {
+            let now = wall_ms();
+            let r: anyhow::Result<()> = match op {
                 StoreOp::Seal { session_id } => match self.server.session(*session_id) {
                     Some(sess) => seal_session(&self.authority, sess)
-                        .and_then(|rec: StoredSession| self.store.put(&rec)),
+                        .and_then(|rec: StoredSession| self.store.put(&rec).map(|_| rec))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|rec| {
+                            if let Some(a) = &mut self.audit {
+                                a.append(
+                                    now,
+                                    "key_update",
+                                    voxgate_li::audit::fields([
+                                        ("session_id", format!("{:016x}", rec.session_id).into()),
+                                        ("gateway", rec.gateway.clone().into()),
+                                        ("call_id", rec.call_id.clone().into()),
+                                        ("generation", rec.generation.into()),
+                                        ("streams", sess.streams.len().into()),
+                                    ]),
+                                )?;
+                            }
+                            if let Some(li) = &self.li {
+                                li.key_update(&rec);
+                            }
+                            Ok(())
+                        }),
                     // Not reachable (nothing is handled while a write is owed); nothing to seal.
                     None => Ok(()),
                 },
                 StoreOp::End {
                     session_id,
                     ended_ms,
-                } => self.store.mark_ended(*session_id, *ended_ms).map(|_| ()),
+                } => self
+                    .store
+                    .mark_ended(*session_id, *ended_ms)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|_| match &mut self.audit {
+                        Some(a) => a.append(
+                            now,
+                            "session_end",
+                            voxgate_li::audit::fields([(
+                                "session_id",
+                                format!("{session_id:016x}").into(),
+                            )]),
+                        ),
+                        None => Ok(()),
+                    }),
             };
             match r {
                 Ok(()) => {
@@ -159,7 +212,7 @@ impl Escrow {
                     self.metrics
                         .store_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(error = %e, owed = self.unsaved.len(), "key store write failed");
+                    tracing::error!(error = %format!("{e:#}"), owed = self.unsaved.len(), "key store or audit log write failed");
                     return false;
                 }
             }

@@ -16,6 +16,7 @@
 
 mod config;
 mod escrow;
+mod li;
 mod metrics;
 mod relay;
 
@@ -106,7 +107,17 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
             "live sessions restored without keys: their gateways must rekey"
         );
     }
+    // Lawful interception: copies of tapped calls' datagrams leave the relay on this channel.
+    let li_metrics = Arc::new(li::LiMetrics::default());
+    let (tap_tx, tap_rx) = std::sync::mpsc::sync_channel::<li::TapCopy>(16_384);
+    let audit = match &cfg.audit {
+        Some(a) => {
+            Some(crate::audit_file::AuditFile::open(&a.path, &a.key, &a.node).context("[audit]")?)
+        }
+        None => None,
+    };
     // The media relay and the call table the escrow checks key_updates against.
+    let names: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
     let media = match &cfg.media {
         Some(m) => {
             let gateways = cfg
@@ -114,8 +125,11 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .flat_map(|g| g.addresses.iter().map(|a| a.to_canonical()))
                 .collect();
-            let names: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
-            let (handle, relay_metrics, thread) = relay::start(m, gateways, &names)?;
+            let tap = cfg
+                .li
+                .as_ref()
+                .map(|_| (tap_tx.clone(), li_metrics.clone()));
+            let (handle, relay_metrics, thread) = relay::start(m, gateways, &names, tap)?;
             let calls = Arc::new(Mutex::new(CallTable::new(std::net::IpAddr::V4(m.address))));
             Some((handle, relay_metrics, thread, calls))
         }
@@ -124,10 +138,36 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    drop(tap_tx);
+    // The relay's anchor (the SIP proxy's), and the point of interception tapping through it.
+    let anchor = match (&media, &cfg.media) {
+        (Some((handle, _, _, calls)), Some(m)) => {
+            let h = handle.clone();
+            let mut a = RelayAnchor::new(
+                relay::relay_config(m, &names),
+                calls.clone(),
+                Box::new(move |cmd| h.send(cmd)),
+            );
+            a.set_gateways(names.clone());
+            Some(Arc::new(Mutex::new(a)))
+        }
+        _ => None,
+    };
+    let li_tap = match (&cfg.li, &anchor) {
+        (Some(l), Some(a)) => {
+            let node = cfg.audit.as_ref().map_or("spg", |a| a.node.as_str());
+            let tap = li::LiTap::new(node, a.clone(), l.queue_bytes, li_metrics.clone());
+            li::spawn_copier(tap.clone(), tap_rx)?;
+            Some(tap)
+        }
+        (Some(_), None) => anyhow::bail!("[li] needs [sip] and [media] (the calls and the relay)"),
+        _ => None,
+    };
     let escrow = match &media {
         Some((handle, _, _, calls)) => escrow.with_media(calls.clone(), handle.clone()),
         None => escrow,
     };
+    let escrow = escrow.with_li_and_audit(li_tap.clone(), audit);
     let metrics = escrow.metrics.clone();
     let (tx, rx) = mpsc::channel::<escrow::Request>(1024);
     let core = std::thread::Builder::new()
@@ -143,7 +183,19 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|(h, m, _, calls)| (h.clone(), m.clone(), calls.clone()));
     let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&rt, serve(cfg, acceptor, tx, metrics, sip_tls, media_parts));
+    let result = local.block_on(
+        &rt,
+        serve(
+            cfg,
+            acceptor,
+            tx,
+            metrics,
+            sip_tls,
+            media_parts,
+            anchor,
+            li_tap,
+        ),
+    );
     drop(local);
     // Dropping the runtime drops the connections' senders: the escrow thread then ends, and
     // the store is closed after its last write.
@@ -160,6 +212,7 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     cfg: Arc<config::Loaded>,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -171,6 +224,8 @@ async fn serve(
         Arc<relay::RelayMetrics>,
         Arc<Mutex<CallTable>>,
     )>,
+    anchor: Option<Arc<Mutex<RelayAnchor>>>,
+    li_tap: Option<Arc<li::LiTap>>,
 ) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(cfg.escrow.listen)
         .await
@@ -186,19 +241,11 @@ async fn serve(
     println!("listening escrow {local}");
     // The SIP proxy with the relay as its media anchor.
     let mut sip = None;
-    if let (Some(pcfg), Some((handle, _, calls)), Some(m)) = (&cfg.sip, &media, &cfg.media) {
-        let h = handle.clone();
-        let anchor = RelayAnchor::new(
-            relay::relay_config(
-                m,
-                &cfg.gateways
-                    .iter()
-                    .map(|g| g.name.clone())
-                    .collect::<Vec<_>>(),
-            ),
-            calls.clone(),
-            Box::new(move |cmd| h.send(cmd)),
-        );
+    if let (Some(pcfg), Some(anchor), Some(m)) = (&cfg.sip, anchor, &cfg.media) {
+        let anchor = li::SpgAnchor {
+            relay: anchor,
+            li: li_tap.clone(),
+        };
         let (node, core_loop) = crate::proxy::start_sip(pcfg, sip_tls, Some(Box::new(anchor)))
             .await
             .context("starting the SIP proxy")?;
@@ -214,21 +261,29 @@ async fn serve(
         tokio::task::spawn_local(core_loop);
         sip = Some(Arc::new(node));
     }
+    if let (Some(l), Some(tap)) = (&cfg.li, &li_tap) {
+        tokio::task::spawn_local(li::link(l.clone(), tap.clone()));
+    }
     if let Some(addr) = cfg.metrics {
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics.address {addr}"))?;
         println!("listening metrics {}", l.local_addr()?);
         let relay_metrics = media.as_ref().map(|(_, m, _)| m.clone());
+        let li_metrics = li_tap.as_ref().map(|t| t.metrics.clone());
         let sip = sip.clone();
         tokio::task::spawn_local(crate::metrics_http::serve(l, move || {
             let m = metrics.clone();
             let r = relay_metrics.clone();
             let sip = sip.clone();
+            let l = li_metrics.clone();
             async move {
                 let mut out = m.render();
                 if let Some(r) = r {
                     out.push_str(&r.render());
+                }
+                if let Some(l) = l {
+                    out.push_str(&l.render());
                 }
                 if let Some(s) = sip {
                     out.push_str(&s.metrics().await.unwrap_or_default());

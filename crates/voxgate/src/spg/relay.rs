@@ -116,6 +116,10 @@ pub(crate) fn relay_config(m: &MediaSection, gateways: &[String]) -> RelayConfig
 /// The relay as a data plane of the media thread.
 struct RelayPlane {
     relay: Relay,
+    /// Copies of tapped calls' datagrams, to lawful interception.
+    tap: Option<std::sync::mpsc::SyncSender<super::li::TapCopy>>,
+    tap_metrics: Option<Arc<super::li::LiMetrics>>,
+    address: std::net::Ipv4Addr,
     metrics: Arc<RelayMetrics>,
     last_fault_log: Option<Instant>,
     faults_unlogged: u64,
@@ -135,12 +139,36 @@ impl voxgate_netio::plane::Plane for RelayPlane {
             Decision::Forward {
                 out_port,
                 dst: SocketAddr::V4(dst),
-            } => Action::Send {
-                out_port,
-                dst,
-                len: d.len,
-                options: OptionsBuf::default(),
-            },
+            } => {
+                if let (Some(t), Some(tx)) = (self.relay.tap(), &self.tap) {
+                    let (src, to) = if t.inbound {
+                        (d.src, SocketAddr::from((self.address, d.port)))
+                    } else {
+                        (
+                            SocketAddr::from((self.address, out_port)),
+                            SocketAddr::V4(dst),
+                        )
+                    };
+                    let copy = super::li::TapCopy {
+                        tap: t.id,
+                        src,
+                        dst: to,
+                        time_ms: super::escrow::wall_ms(),
+                        packet: d.buf[..d.len].to_vec(),
+                    };
+                    if tx.try_send(copy).is_err() {
+                        if let Some(m) = &self.tap_metrics {
+                            m.copies_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Action::Send {
+                    out_port,
+                    dst,
+                    len: d.len,
+                    options: OptionsBuf::default(),
+                }
+            }
             Decision::Forward { .. } => Action::Drop,
             Decision::Drop(reason) => {
                 if reason == RelayDrop::Gate(DropReason::TagMismatch) {
@@ -189,6 +217,10 @@ pub(crate) fn start(
     m: &MediaSection,
     gateways: Vec<IpAddr>,
     names: &[String],
+    tap: Option<(
+        std::sync::mpsc::SyncSender<super::li::TapCopy>,
+        Arc<super::li::LiMetrics>,
+    )>,
 ) -> anyhow::Result<(RelayHandle, Arc<RelayMetrics>, std::thread::JoinHandle<()>)> {
     let set = PortSet::bind_engine(
         m.address,
@@ -225,6 +257,9 @@ pub(crate) fn start(
     let metrics = Arc::new(RelayMetrics::default());
     let plane = RelayPlane {
         relay: Relay::new(&relay_config(m, names), mode, sampling),
+        tap_metrics: tap.as_ref().map(|t| t.1.clone()),
+        tap: tap.map(|t| t.0),
+        address: m.address,
         metrics: metrics.clone(),
         last_fault_log: None,
         faults_unlogged: 0,
