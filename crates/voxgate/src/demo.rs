@@ -1052,7 +1052,7 @@ pub(crate) fn best_correlation_near(rec: &[i16], src: &[i16], max_lag: usize) ->
 /// payloads of the RTP datagrams gw1.a.example sends spg-a (the "eavesdropper's" view).
 struct Capture {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, Vec<i16>)>,
+    thread: std::thread::JoinHandle<(u64, Vec<(u32, Vec<i16>)>)>,
 }
 
 impl Capture {
@@ -1093,11 +1093,24 @@ impl Capture {
             let mut w = pcap_file::pcap::PcapWriter::with_header(file, header).ok();
             let mut buf = vec![0u8; 65_536];
             let mut packets = 0u64;
-            let mut decoded: Vec<i16> = Vec::new();
+            let mut decoded: Vec<(u32, Vec<i16>)> = Vec::new();
             while !s2.load(Ordering::Relaxed) {
-                // SAFETY: buf is valid for its length.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n <= 0 {
+                // SAFETY: buf and the address are valid for their lengths.
+                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                let mut flen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&mut from as *mut libc::sockaddr_ll).cast(),
+                        &mut flen,
+                    )
+                };
+                // The loopback shows each packet twice (sent, received): keep it once, as
+                // libpcap does.
+                if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
                     continue;
                 }
                 let frame = &buf[..n as usize];
@@ -1129,11 +1142,20 @@ impl Capture {
                     let Some(rtp) = frame.get(udp + 8..) else {
                         continue;
                     };
-                    if rtp.len() > 12 + 10 + 16 && rtp[0] >> 6 == 2 {
+                    if rtp.len() > 12 + 10 + 160 && rtp[0] >> 6 == 2 && rtp[1] & 0x7f == 0 {
                         packets += 1;
-                        // What an eavesdropper would play: the payload taken as mu-law.
+                        // What an eavesdropper would play: the payload taken as mu-law, per
+                        // stream (SSRC).
+                        let ssrc = u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]);
+                        let track = match decoded.iter_mut().find(|(s, _)| *s == ssrc) {
+                            Some((_, t)) => t,
+                            None => {
+                                decoded.push((ssrc, Vec::new()));
+                                &mut decoded.last_mut().expect("just pushed").1
+                            }
+                        };
                         for b in &rtp[rtp.len() - 170..rtp.len() - 10] {
-                            decoded.push(voxgate_rtp::g711::Law::Mu.decode(*b));
+                            track.push(voxgate_rtp::g711::Law::Mu.decode(*b));
                         }
                     }
                 }
@@ -1147,8 +1169,8 @@ impl Capture {
         Ok(Capture { stop, thread })
     }
 
-    /// Stops it; returns the encrypted-leg packet count and the correlation of its payloads
-    /// (decoded as G.711) with the speech.
+    /// Stops it; returns the encrypted-leg packet count and the strongest correlation of a
+    /// stream's payloads (decoded as G.711) with the speech.
     fn stop(self) -> (u64, f64) {
         self.stop.store(true, Ordering::Relaxed);
         let (n, decoded) = self.thread.join().unwrap_or_default();
@@ -1157,7 +1179,11 @@ impl Capture {
             .iter()
             .map(|x| voxgate_rtp::g711::Law::Mu.quantize(*x))
             .collect();
-        let n_samples = decoded.len().min(40_000);
-        (n, best_correlation_near(&decoded[..n_samples], &q, 1600))
+        // The strongest of the streams (alice's, carol's).
+        let best = decoded
+            .iter()
+            .map(|(_, t)| best_correlation_near(&t[..t.len().min(40_000)], &q, 1600))
+            .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+        (n, best)
     }
 }

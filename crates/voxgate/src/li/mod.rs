@@ -510,7 +510,7 @@ impl Core {
 fn warrant_json(w: &voxgate_li::warrant::Warrant) -> Value {
     let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
-        m.insert("status".into(), json!(w.status(wall_ms()).to_string()));
+        m.insert("status".into(), json!(w.status(wall_ms())));
     }
     v
 }
