@@ -1050,9 +1050,12 @@ pub(crate) fn best_correlation_near(rec: &[i16], src: &[i16], max_lag: usize) ->
 
 /// A live capture of the loopback interface (AF_PACKET, root) into a pcap file, keeping the
 /// payloads of the RTP datagrams gw1.a.example sends spg-a (the "eavesdropper's" view).
+/// An RTP stream's SSRC and its payloads decoded as G.711.
+type Stream = (u32, Vec<i16>);
+
 struct Capture {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, Vec<(u32, Vec<i16>)>)>,
+    thread: std::thread::JoinHandle<(u64, Vec<Stream>)>,
 }
 
 impl Capture {
@@ -1093,7 +1096,7 @@ impl Capture {
             let mut w = pcap_file::pcap::PcapWriter::with_header(file, header).ok();
             let mut buf = vec![0u8; 65_536];
             let mut packets = 0u64;
-            let mut decoded: Vec<(u32, Vec<i16>)> = Vec::new();
+            let mut decoded: Vec<Stream> = Vec::new();
             while !s2.load(Ordering::Relaxed) {
                 // SAFETY: buf and the address are valid for their lengths.
                 let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -1110,7 +1113,7 @@ impl Capture {
                 };
                 // The loopback shows each packet twice (sent, received): keep it once, as
                 // libpcap does.
-                if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                     continue;
                 }
                 let frame = &buf[..n as usize];
