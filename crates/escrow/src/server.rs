@@ -297,6 +297,25 @@ impl EscrowServer {
         }
     }
 
+    /// Ends every session of a call the SPG saw end (its in-dialog BYE) when its gateway did
+    /// not: the keys are dropped (wiped) and [`Event::Ended`] is emitted for each. Returns the
+    /// session_IDs ended.
+    pub fn end_call(&mut self, call_id: &str) -> Vec<u64> {
+        let ids: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.call_id == call_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(s) = self.sessions.remove(id) {
+                self.by_call.remove(&(s.gateway, s.call_id));
+            }
+            self.events.push(Event::Ended { session_id: *id });
+        }
+        ids
+    }
+
     fn session_end(&mut self, gateway: &str, e: &SessionEnd) -> Message {
         let owned = self
             .sessions

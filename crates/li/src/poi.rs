@@ -183,6 +183,11 @@ impl Poi {
         self.calls.len()
     }
 
+    /// Whether a call matches a task now.
+    pub fn is_tapped(&self, call_id: &str) -> bool {
+        self.calls.get(call_id).is_some_and(|c| !c.tasks.is_empty())
+    }
+
     /// Calls tapped now.
     pub fn tapped(&self) -> usize {
         self.calls.values().filter(|c| !c.tasks.is_empty()).count()

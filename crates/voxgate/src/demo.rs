@@ -544,6 +544,36 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         seq.join(", "),
     ));
 
+    // Retention: carol's keys (no warrant) are purged from spg-a's store, alice's are kept.
+    let stored = || -> Option<u64> {
+        use voxgate_keystore::KeyStore;
+        voxgate_keystore::SqliteStore::open(work.join("spg-a-keys.db"))
+            .and_then(|mut s| s.count())
+            .ok()
+    };
+    let purged = wait_for(Duration::from_secs(15), || stored() == Some(1));
+    // The one left is the session spg-a recorded as matched (li-keep.txt).
+    let kept_ok = std::fs::read_to_string(work.join("li-keep.txt"))
+        .ok()
+        .and_then(|t| u64::from_str_radix(t.lines().next()?.trim(), 16).ok())
+        .and_then(|id| {
+            use voxgate_keystore::KeyStore;
+            voxgate_keystore::SqliteStore::open(work.join("spg-a-keys.db"))
+                .and_then(|mut s| s.get(id))
+                .ok()
+                .flatten()
+        })
+        .is_some();
+    let purged = purged && kept_ok;
+    checks.push((
+        "retention: the keys of the call no warrant matched were purged, the intercepted call's kept".into(),
+        purged,
+        format!(
+            "spg-a's key store holds {} session(s) after the 3 s retention (alice's)",
+            stored().map_or("?".into(), |n| n.to_string())
+        ),
+    ));
+
     p.say("verifying the audit logs (hash chain, Ed25519 signatures, signed head)");
     // The mediation finishes its files on SIGTERM.
     li.stop();
@@ -755,6 +785,8 @@ sip = "sip:{peer_ip}:5061;transport=tls"
 public_key = "{authority}"
 [store]
 sqlite = "{me}-keys.db"
+# Keys of sessions that ended more than 3 s ago are deleted, unless a warrant matched the call.
+retention_secs = 3
 [metrics]
 address = "{my_ip}:9460"
 {li}"#

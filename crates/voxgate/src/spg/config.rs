@@ -46,6 +46,13 @@ pub struct LiSection {
     /// this they are dropped (and counted).
     #[serde(default = "default_li_queue")]
     pub queue_bytes: usize,
+    /// The sessions whose calls matched a task (their keys outlive the retention).
+    #[serde(default = "default_keep_file")]
+    pub keep_file: PathBuf,
+}
+
+fn default_keep_file() -> PathBuf {
+    PathBuf::from("li-keep.txt")
 }
 
 fn default_li_queue() -> usize {
@@ -267,6 +274,9 @@ pub struct StoreSection {
     pub postgres: Option<String>,
     /// With `postgres`: the PostgreSQL schema the table lives in (default: the search path).
     pub postgres_schema: Option<String>,
+    /// Retention: the keys of sessions that ended more than this many seconds ago are deleted,
+    /// except those of calls lawful interception matched (`[li]`). Unset: kept.
+    pub retention_secs: Option<u64>,
 }
 
 /// Where the key store is, resolved.
@@ -288,6 +298,7 @@ pub struct Loaded {
     pub authority: AuthorityPublicKey,
     pub store: StoreLocation,
     pub metrics: Option<std::net::SocketAddr>,
+    pub retention_secs: Option<u64>,
     /// The SIP proxy's configuration, derived from `[sip]`, `[[gateway]]` and `[[peer]]`.
     pub sip: Option<voxgate_sip::config::ProxyConfig>,
     pub media: Option<MediaSection>,
@@ -385,10 +396,12 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         authority,
         store,
         metrics: c.metrics.map(|m| m.address),
+        retention_secs: c.store.retention_secs,
         li: c.li.map(|l| LiSection {
             cert: resolve(base, &l.cert),
             key: resolve(base, &l.key),
             ca: resolve(base, &l.ca),
+            keep_file: resolve(base, &l.keep_file),
             ..l
         }),
         audit: c.audit.map(|a| AuditSection {

@@ -251,6 +251,20 @@ impl Escrow {
                 None => Ok(()),
             }
         });
+        self.process_events(now_ms, gateway);
+        self.metrics.live_sessions.store(
+            self.server.sessions().count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if !self.flush() {
+            return unavailable("key store unavailable");
+        }
+        self.arm_stored();
+        reply
+    }
+
+    /// Carries out the escrow server's events (store writes owed, relay commands, metrics).
+    fn process_events(&mut self, now_ms: u64, gateway: &str) {
         for ev in self.server.take_events() {
             match ev {
                 Event::Escrowed {
@@ -299,15 +313,54 @@ impl Escrow {
                 }
             }
         }
+    }
+
+    /// The SPG saw the call end (its in-dialog BYE) some seconds ago: sessions of it that their
+    /// gateway did not end are ended here (keys wiped, gate disarmed, the end stored).
+    pub fn call_ended(&mut self, now_ms: u64, call_id: &str) {
+        let ids = self.server.end_call(call_id);
+        if ids.is_empty() {
+            return;
+        }
+        tracing::warn!(%call_id, sessions = ids.len(), "call over but its gateway did not end its escrow session: ended by the SPG");
+        self.process_events(now_ms, "-");
         self.metrics.live_sessions.store(
             self.server.sessions().count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         if !self.flush() {
-            return unavailable("key store unavailable");
+            tracing::error!(%call_id, "the end of its sessions is not stored yet (retried)");
         }
-        self.arm_stored();
-        reply
+    }
+
+    /// Retention: deletes the stored keys of sessions that ended more than `retention_ms` ago,
+    /// except those of calls lawful interception matched.
+    pub fn purge(&mut self, now_ms: u64, retention_ms: u64) {
+        if !self.flush() {
+            return;
+        }
+        let before = now_ms.saturating_sub(retention_ms);
+        let li = self.li.clone();
+        let keep = move |s: &StoredSession| li.as_ref().is_some_and(|l| l.keeps(s.session_id));
+        match self.store.purge_ended_before(before, &keep) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(purged = n, "keys of ended sessions past retention deleted");
+                if let Some(a) = &mut self.audit {
+                    if let Err(e) = a.append(
+                        now_ms,
+                        "keys_purged",
+                        voxgate_li::audit::fields([
+                            ("sessions", n.into()),
+                            ("ended_before_ms", before.into()),
+                        ]),
+                    ) {
+                        tracing::error!(error = %format!("{e:#}"), "audit log write failed");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "purging the key store failed"),
+        }
     }
 
     /// Arms the relay's gate with the sessions whose records are now stored.
@@ -328,12 +381,27 @@ pub(crate) struct Request {
     pub reply: oneshot::Sender<Message>,
 }
 
+/// Work for the escrow's thread.
+pub(crate) enum Job {
+    Request(Request),
+    /// The SPG's proxy saw this call end (some seconds ago).
+    CallEnded(String),
+    /// Retention: purge keys of sessions ended more than this many ms ago.
+    Purge(u64),
+}
+
 /// Runs the escrow on the calling thread until every sender is gone. The store is synchronous
 /// (SQLite fsyncs, the PostgreSQL client blocks), hence a thread of its own.
-pub(crate) fn run_escrow(mut escrow: Escrow, mut rx: mpsc::Receiver<Request>) {
-    while let Some(r) = rx.blocking_recv() {
-        let reply = escrow.handle(wall_ms(), &r.gateway, &r.frame, &r.msg);
-        let _ = r.reply.send(reply);
+pub(crate) fn run_escrow(mut escrow: Escrow, mut rx: mpsc::Receiver<Job>) {
+    while let Some(job) = rx.blocking_recv() {
+        match job {
+            Job::Request(r) => {
+                let reply = escrow.handle(wall_ms(), &r.gateway, &r.frame, &r.msg);
+                let _ = r.reply.send(reply);
+            }
+            Job::CallEnded(call_id) => escrow.call_ended(wall_ms(), &call_id),
+            Job::Purge(retention_ms) => escrow.purge(wall_ms(), retention_ms),
+        }
     }
 }
 
@@ -416,7 +484,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     cfg: Arc<Loaded>,
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Job>,
     metrics: Arc<super::metrics::Metrics>,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.escrow.max_connections));
@@ -449,7 +517,7 @@ async fn connection(
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     cfg: Arc<Loaded>,
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Job>,
     metrics: Arc<super::metrics::Metrics>,
 ) {
     let hs = Duration::from_secs(cfg.escrow.handshake_timeout_secs);
@@ -499,7 +567,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     gateway: &Arc<str>,
     idle: Duration,
-    tx: &mpsc::Sender<Request>,
+    tx: &mpsc::Sender<Job>,
 ) -> String {
     // Frames carry keys: the buffers are wiped when dropped.
     let mut buf: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(4096));
@@ -517,7 +585,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                         msg,
                         reply: rtx,
                     };
-                    if tx.send(req).await.is_err() {
+                    if tx.send(Job::Request(req)).await.is_err() {
                         return "shutting down".into();
                     }
                     let Ok(reply) = rrx.await else {

@@ -105,6 +105,10 @@ pub(crate) struct LiTap {
     queue_max: usize,
     notify: tokio::sync::Notify,
     pub metrics: Arc<LiMetrics>,
+    /// Sessions of calls a task matched: their stored keys are kept past the retention
+    /// (`[li] keep_file`, one session_ID in hex per line, survives restarts).
+    kept: Mutex<std::collections::HashSet<u64>>,
+    keep_file: std::path::PathBuf,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,15 +121,31 @@ impl LiTap {
         relay: Arc<Mutex<RelayAnchor>>,
         queue_max: usize,
         metrics: Arc<LiMetrics>,
-    ) -> Arc<LiTap> {
-        Arc::new(LiTap {
+        keep_file: &std::path::Path,
+    ) -> anyhow::Result<Arc<LiTap>> {
+        let kept = match std::fs::read_to_string(keep_file) {
+            Ok(t) => t
+                .lines()
+                .filter_map(|l| u64::from_str_radix(l.trim(), 16).ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", keep_file.display())),
+        };
+        Ok(Arc::new(LiTap {
+            kept: Mutex::new(kept),
+            keep_file: keep_file.to_path_buf(),
             poi: Mutex::new(Poi::new(node)),
             relay,
             queue: Mutex::new((VecDeque::new(), 0)),
             queue_max,
             notify: tokio::sync::Notify::new(),
             metrics,
-        })
+        }))
+    }
+
+    /// Whether a session's stored keys are kept past the retention (its call matched a task).
+    pub fn keeps(&self, session_id: u64) -> bool {
+        lock(&self.kept).contains(&session_id)
     }
 
     /// Carries out what the POI decided: taps to the relay, PDUs to the queue.
@@ -234,6 +254,20 @@ impl LiTap {
     /// A key_update stored (sealed to the authority: the SPG cannot open it).
     pub fn key_update(&self, rec: &StoredSession) {
         let now = wall_ms();
+        if lock(&self.poi).is_tapped(&rec.call_id) && lock(&self.kept).insert(rec.session_id) {
+            use std::io::Write;
+            let r = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.keep_file)
+                .and_then(|mut f| {
+                    writeln!(f, "{:016x}", rec.session_id)?;
+                    f.sync_data()
+                });
+            if let Err(e) = r {
+                tracing::error!(error = %e, file = %self.keep_file.display(), "recording a session to keep failed");
+            }
+        }
         lock(&self.poi).event(
             now,
             PoiEvent::KeyUpdate {
@@ -281,11 +315,16 @@ impl LiTap {
     }
 }
 
-/// The relay's anchor, with the call events also going to the POI.
+/// The relay's anchor, with the call events also going to the POI and the ends of calls to
+/// the escrow (which ends sessions their gateways left open).
 pub(crate) struct SpgAnchor {
     pub relay: Arc<Mutex<RelayAnchor>>,
     pub li: Option<Arc<LiTap>>,
+    pub escrow: Option<tokio::sync::mpsc::Sender<super::escrow::Job>>,
 }
+
+/// How long after a call's end its gateway has to send session_end itself.
+const SESSION_END_GRACE: Duration = Duration::from_secs(5);
 
 impl MediaAnchor for SpgAnchor {
     fn sdp(
@@ -301,6 +340,13 @@ impl MediaAnchor for SpgAnchor {
         lock(&self.relay).call_ended(now, call_id);
         if let Some(li) = &self.li {
             li.call_ended(call_id);
+        }
+        if let (Some(tx), Ok(rt)) = (&self.escrow, tokio::runtime::Handle::try_current()) {
+            let (tx, call_id) = (tx.clone(), call_id.to_string());
+            rt.spawn(async move {
+                tokio::time::sleep(SESSION_END_GRACE).await;
+                let _ = tx.send(super::escrow::Job::CallEnded(call_id)).await;
+            });
         }
     }
 

@@ -26,6 +26,7 @@ pub(crate) use escrow::wall_ms;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -156,7 +157,13 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
     let li_tap = match (&cfg.li, &anchor) {
         (Some(l), Some(a)) => {
             let node = cfg.audit.as_ref().map_or("spg", |a| a.node.as_str());
-            let tap = li::LiTap::new(node, a.clone(), l.queue_bytes, li_metrics.clone());
+            let tap = li::LiTap::new(
+                node,
+                a.clone(),
+                l.queue_bytes,
+                li_metrics.clone(),
+                &l.keep_file,
+            )?;
             li::spawn_copier(tap.clone(), tap_rx)?;
             Some(tap)
         }
@@ -169,7 +176,7 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
     };
     let escrow = escrow.with_li_and_audit(li_tap.clone(), audit);
     let metrics = escrow.metrics.clone();
-    let (tx, rx) = mpsc::channel::<escrow::Request>(1024);
+    let (tx, rx) = mpsc::channel::<escrow::Job>(1024);
     let core = std::thread::Builder::new()
         .name("spg-escrow".into())
         .spawn(move || escrow::run_escrow(escrow, rx))
@@ -216,7 +223,7 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
 async fn serve(
     cfg: Arc<config::Loaded>,
     acceptor: tokio_rustls::TlsAcceptor,
-    tx: mpsc::Sender<escrow::Request>,
+    tx: mpsc::Sender<escrow::Job>,
     metrics: Arc<metrics::Metrics>,
     sip_tls: Option<crate::proxy::conn::TlsConfigs>,
     media: Option<(
@@ -235,9 +242,23 @@ async fn serve(
         listener,
         acceptor,
         cfg.clone(),
-        tx,
+        tx.clone(),
         metrics.clone(),
     ));
+    if let Some(r) = cfg.retention_secs {
+        // Retention: checked every minute (or every tenth of it, if shorter).
+        let every = Duration::from_millis((r * 100).clamp(200, 60_000));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(every);
+            loop {
+                iv.tick().await;
+                if tx.send(escrow::Job::Purge(r * 1000)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     println!("listening escrow {local}");
     // The SIP proxy with the relay as its media anchor.
     let mut sip = None;
@@ -245,6 +266,7 @@ async fn serve(
         let anchor = li::SpgAnchor {
             relay: anchor,
             li: li_tap.clone(),
+            escrow: Some(tx.clone()),
         };
         let (node, core_loop) = crate::proxy::start_sip(pcfg, sip_tls, Some(Box::new(anchor)))
             .await
