@@ -846,3 +846,24 @@ async fn poi_conn(
         r = reader => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_loads_and_unknown_keys_are_refused() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/li.toml");
+        let c = load_config(&p).unwrap();
+        assert_eq!(c.x2x3.pois, vec!["spg-a".to_string()]);
+        assert_eq!(c.destinations[0].name, "agency-1");
+        assert!(c.audit.path.is_absolute());
+        let dir = std::env::temp_dir().join(format!("voxgate-li-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap() + "\n[extra]\nx = 1\n";
+        std::fs::write(dir.join("li.toml"), text).unwrap();
+        let e = load_config(&dir.join("li.toml")).unwrap_err();
+        assert!(format!("{e:#}").contains("extra"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
