@@ -327,7 +327,16 @@ fn a_target_call_is_decrypted_both_ways_and_its_iri_is_in_order() {
         "127.0.0.11:30000",
         &bob,
     );
-    // Rekey under the same session_ID: new keys, the audio keeps decrypting.
+    // A re-INVITE (e.g. the rekey's signalling), then the rekey under the same session_ID:
+    // new keys, the audio keeps decrypting.
+    w.event(
+        t + 1400,
+        PoiEvent::Modified {
+            call_id: "c1".into(),
+            time_ms: t + 1400,
+            method: "INVITE".into(),
+        },
+    );
     let k2 = keys(20);
     key_update(&mut w, t + 1500, &session("c1", 0x1111, &k2, 1));
     stream(
@@ -354,12 +363,13 @@ fn a_target_call_is_decrypted_both_ways_and_its_iri_is_in_order() {
             (IriType::Continue, "alerting".into()),
             (IriType::Continue, "answer".into()),
             (IriType::Continue, "key_update".into()),
+            (IriType::Continue, "modify".into()),
             (IriType::Continue, "rekey".into()),
             (IriType::End, "release".into()),
         ]
     );
     let seqs: Vec<u64> = w.iri.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (0..6).collect::<Vec<_>>());
+    assert_eq!(seqs, (0..7).collect::<Vec<_>>());
     // Audio: from the target = alice's, to the target = bob's, sample for sample after G.711.
     let q = |v: &[i16]| v.iter().map(|x| Law::Mu.quantize(*x)).collect::<Vec<_>>();
     let from = track(&w, "LIID-1", TargetDirection::FromTarget);
