@@ -58,6 +58,15 @@ pub enum PoiEvent {
         call_id: String,
         time_ms: u64,
     },
+    /// A registration accepted by a voice gateway's registrar (outside any call): the address
+    /// of record, its contacts, the Expires asked for (0: removal), the source address.
+    Registration {
+        time_ms: u64,
+        aor: String,
+        contacts: String,
+        expires: Option<u32>,
+        source: String,
+    },
     /// A key_update the SPG accepted and stored: the stored row as is, keys sealed to the
     /// authority (the SPG cannot read them; only the mediation, for a warranted call, opens them).
     KeyUpdate {
@@ -74,8 +83,10 @@ pub enum PoiEvent {
 }
 
 impl PoiEvent {
+    /// The call's Call-ID (empty for a registration).
     pub fn call_id(&self) -> &str {
         match self {
+            PoiEvent::Registration { .. } => "",
             PoiEvent::Attempt { call_id, .. }
             | PoiEvent::Alerting { call_id, .. }
             | PoiEvent::Answered { call_id, .. }
@@ -88,6 +99,7 @@ impl PoiEvent {
 
     pub fn time_ms(&self) -> u64 {
         match self {
+            PoiEvent::Registration { time_ms, .. } => *time_ms,
             PoiEvent::Attempt { time_ms, .. }
             | PoiEvent::Alerting { time_ms, .. }
             | PoiEvent::Answered { time_ms, .. }
@@ -141,6 +153,13 @@ pub struct IriRecord {
     pub gateway: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub generation: Option<u32>,
+    /// REPORT of a registration: the contacts, the Expires asked for, the source address.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub contacts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source: Option<String>,
 }
 
 #[cfg(test)]

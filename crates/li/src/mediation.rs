@@ -559,6 +559,9 @@ impl Mediation {
         correlation: u64,
         ev: PoiEvent,
     ) -> Result<(), MediationError> {
+        if let PoiEvent::Registration { .. } = &ev {
+            return self.report(now_ms, poi, correlation, &ev);
+        }
         let key = (poi.to_string(), correlation);
         if let PoiEvent::Attempt {
             call_id,
@@ -807,6 +810,105 @@ impl Mediation {
         Ok(())
     }
 
+    /// A registration: an IRI REPORT to each warrant active now whose target is its address of
+    /// record (the mediation's own check).
+    fn report(
+        &mut self,
+        now_ms: u64,
+        poi: &str,
+        correlation: u64,
+        ev: &PoiEvent,
+    ) -> Result<(), MediationError> {
+        let PoiEvent::Registration {
+            time_ms,
+            aor,
+            contacts,
+            expires,
+            source,
+        } = ev
+        else {
+            return Ok(());
+        };
+        let parties = CallParties {
+            caller: Some(aor.clone()),
+            callee: None,
+            gateways: Vec::new(),
+        };
+        let matches = self.book.matching(now_ms, &parties);
+        if matches.is_empty() {
+            self.stats.events_refused += 1;
+            self.refuse_once(
+                now_ms,
+                poi,
+                correlation,
+                "no active warrant matches the registration",
+            );
+            return Err(MediationError::NoWarrant {
+                poi: poi.to_string(),
+                correlation,
+            });
+        }
+        for m in matches {
+            let record = IriRecord {
+                liid: m.liid.clone(),
+                correlation_id: sid_hex(correlation),
+                seq: 0,
+                iri_type: IriType::Report,
+                event: if *expires == Some(0) {
+                    "deregistration".into()
+                } else {
+                    "registration".into()
+                },
+                time_ms: *time_ms,
+                poi: poi.to_string(),
+                caller: aor.clone(),
+                callee: String::new(),
+                caller_peer: None,
+                callee_peer: None,
+                target: m.matched.to_string(),
+                matched_as: matched_name(m.as_).to_string(),
+                status: None,
+                session_id: None,
+                gateway: None,
+                generation: None,
+                contacts: Some(contacts.clone()),
+                expires: *expires,
+                source: Some(source.clone()),
+            };
+            let pdu = Pdu {
+                pdu_type: PduType::X2,
+                format: PayloadFormat::Mime,
+                direction: PayloadDirection::NotApplicable,
+                xid: m.xid,
+                correlation_id: correlation,
+                attributes: vec![
+                    Attribute::SequenceNumber(0),
+                    timestamp_attr(*time_ms),
+                    Attribute::MatchedTargetId(m.matched.to_string()),
+                    Attribute::MimeContentType(IRI_MIME.to_string()),
+                ],
+                payload: serde_json::to_vec(&record).unwrap_or_default(),
+            };
+            self.audit(
+                now_ms,
+                "report_delivered",
+                fields([
+                    ("liid", m.liid.clone().into()),
+                    ("poi", poi.into()),
+                    ("event", record.event.clone().into()),
+                    ("destination", m.destination.clone().into()),
+                ]),
+            );
+            self.stats.iri_records += 1;
+            self.out.push_back(Output::Iri {
+                destination: m.destination.clone(),
+                record: Box::new(record),
+                pdu: pdu.encode().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
     fn record(c: CallRef<'_>, d: &mut MfDelivery, ev: &PoiEvent) -> (String, IriRecord, Vec<u8>) {
         let (iri_type, event, status, session) = match ev {
             PoiEvent::Attempt { .. } => (IriType::Begin, "attempt", None, None),
@@ -832,6 +934,7 @@ impl Mediation {
             ),
             PoiEvent::Failed { status, .. } => (IriType::End, "failed", Some(*status), None),
             PoiEvent::Ended { .. } => (IriType::End, "release", None, None),
+            PoiEvent::Registration { .. } => (IriType::Report, "registration", None, None),
         };
         let record = IriRecord {
             liid: d.liid.clone(),
@@ -851,6 +954,9 @@ impl Mediation {
             session_id: session.as_ref().map(|s| s.0.clone()),
             gateway: session.as_ref().map(|s| s.1.clone()),
             generation: session.as_ref().map(|s| s.2),
+            contacts: None,
+            expires: None,
+            source: None,
         };
         d.seq += 1;
         let payload = serde_json::to_vec(&record).unwrap_or_default();

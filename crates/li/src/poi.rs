@@ -350,6 +350,35 @@ impl Poi {
         }
     }
 
+    /// A registration accepted by this node's registrar (a voice gateway's): reported (X2)
+    /// under the first task its address of record matches; nothing is kept.
+    pub fn registration(
+        &mut self,
+        now_ms: u64,
+        aor: &str,
+        contacts: &str,
+        expires: Option<u32>,
+        source: SocketAddr,
+    ) {
+        let parties = CallParties {
+            caller: Some(aor.to_string()),
+            callee: None,
+            gateways: Vec::new(),
+        };
+        let Some((xid, _)) = self.matches(&parties).first().copied() else {
+            return;
+        };
+        let corr = correlation_id(&self.node, &format!("registration:{aor}"));
+        let ev = PoiEvent::Registration {
+            time_ms: now_ms,
+            aor: aor.to_string(),
+            contacts: contacts.to_string(),
+            expires,
+            source: source.to_string(),
+        };
+        self.send_x2(now_ms, xid, corr, &ev);
+    }
+
     /// A dialog-creating INVITE forwarded by the SPG.
     #[allow(clippy::too_many_arguments)]
     pub fn attempt(

@@ -570,3 +570,61 @@ fn a_failed_call_gets_begin_and_end() {
     assert_eq!(w.med.calls(), 0);
     assert_eq!(w.poi.calls(), 0);
 }
+
+#[test]
+fn a_registration_of_the_target_is_reported_and_no_one_elses() {
+    let mut w = World::new();
+    w.warrant("LIID-7", "sip:alice@a.example", T0, T0 + 60_000);
+    w.poi.registration(
+        T0 + 100,
+        "<sip:alice@a.example>",
+        "<sip:alice@127.0.0.50:5061;transport=tls>",
+        Some(3600),
+        sa("127.0.0.50:40000"),
+    );
+    w.poi.registration(
+        T0 + 200,
+        "<sip:carol@a.example>",
+        "<sip:carol@127.0.0.52:5061>",
+        Some(3600),
+        sa("127.0.0.52:40000"),
+    );
+    w.poi.registration(
+        T0 + 300,
+        "<sip:alice@a.example>",
+        "*",
+        Some(0),
+        sa("127.0.0.50:40000"),
+    );
+    w.pump(T0 + 300);
+    let r: Vec<_> = w.iri.iter().filter(|r| r.liid == "LIID-7").collect();
+    assert_eq!(r.len(), 2, "{:?}", w.iri);
+    assert_eq!(
+        (r[0].iri_type, r[0].event.as_str()),
+        (IriType::Report, "registration")
+    );
+    assert_eq!(
+        r[0].contacts.as_deref(),
+        Some("<sip:alice@127.0.0.50:5061;transport=tls>")
+    );
+    assert_eq!(r[0].expires, Some(3600));
+    assert_eq!(
+        (r[1].iri_type, r[1].event.as_str()),
+        (IriType::Report, "deregistration")
+    );
+    assert!(w.iri.iter().all(|r| !r.caller.contains("carol")));
+    // No warrant: not even a report.
+    w.med
+        .deactivate_warrant(T0 + 400, "officer-2", "LIID-7", "done")
+        .unwrap();
+    w.pump(T0 + 400);
+    w.poi.registration(
+        T0 + 500,
+        "sip:alice@a.example",
+        "<sip:a@x>",
+        None,
+        sa("127.0.0.50:1"),
+    );
+    w.pump(T0 + 500);
+    assert_eq!(w.iri.len(), 2);
+}

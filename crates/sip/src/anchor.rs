@@ -119,6 +119,15 @@ pub enum CallEvent<'a> {
     Failed { call_id: &'a str, status: u16 },
     /// A re-INVITE or UPDATE inside the call is forwarded.
     Modified { call_id: &'a str, method: &'a str },
+    /// A REGISTER was accepted (200) by this node's registrar: the address of record (To URI),
+    /// the contacts it named (comma-separated, as sent; `*` for all), the Expires header if
+    /// any (0: removal), and where it came from.
+    Registered {
+        aor: &'a str,
+        contacts: &'a str,
+        expires: Option<u32>,
+        source: SocketAddr,
+    },
 }
 
 pub fn replace_body(message: &[u8], body: &[u8]) -> Option<Vec<u8>> {

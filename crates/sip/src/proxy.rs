@@ -1788,6 +1788,30 @@ impl ProxyCore {
                 tracing::debug!(remote = %flow.remote, "REGISTER refused (403)");
             }
             200 => {
+                if self.anchor.is_some() {
+                    let aor = msg.to().map(|t| lossy(t.uri.raw)).unwrap_or_default();
+                    let contacts: Vec<String> = msg
+                        .headers
+                        .iter()
+                        .filter(|h| h.kind == HeaderKind::Contact)
+                        .map(|h| lossy(&h.value))
+                        .collect();
+                    let expires = msg
+                        .header_named("Expires")
+                        .and_then(|h| std::str::from_utf8(&h.value).ok())
+                        .and_then(|v| v.trim().parse().ok());
+                    if let Some(a) = self.anchor.as_mut() {
+                        a.call_event(
+                            now,
+                            &CallEvent::Registered {
+                                aor: &aor,
+                                contacts: &contacts.join(", "),
+                                expires,
+                                source: flow.remote,
+                            },
+                        );
+                    }
+                }
                 // Remember the flow of every contact registered, for connection reuse.
                 for h in msg.headers.iter().filter(|h| h.kind == HeaderKind::Contact) {
                     for item in grammar::split_list(&h.value).unwrap_or_default() {

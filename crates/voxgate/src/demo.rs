@@ -523,25 +523,36 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     // IRI: what the mediation wrote, and what the agency received.
     let iri_text = std::fs::read_to_string(li_dir.join("iri.json")).unwrap_or_default();
     std::fs::write(out.join("iri.json"), &iri_text)?;
-    let seq: Vec<String> = iri_text
+    let records: Vec<Value> = iri_text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            format!(
-                "{} {}",
-                v["type"].as_str().unwrap_or("?"),
-                v["event"].as_str().unwrap_or("?")
-            )
-        })
+        .collect();
+    let kind = |v: &Value| {
+        format!(
+            "{} {}",
+            v["type"].as_str().unwrap_or("?"),
+            v["event"].as_str().unwrap_or("?")
+        )
+    };
+    let reports: Vec<String> = records
+        .iter()
+        .filter(|v| v["type"] == json!("REPORT"))
+        .map(kind)
+        .collect();
+    let seq: Vec<String> = records
+        .iter()
+        .filter(|v| v["type"] != json!("REPORT"))
+        .map(kind)
         .collect();
     let iri_ok = seq.first().map(String::as_str) == Some("BEGIN attempt")
         && seq.last().map(String::as_str) == Some("END release")
         && seq.iter().any(|s| s == "CONTINUE answer")
-        && seq.iter().any(|s| s == "CONTINUE key_update");
+        && seq.iter().any(|s| s == "CONTINUE key_update")
+        && reports.iter().any(|s| s == "REPORT registration");
     checks.push((
-        "IRI delivered: BEGIN at the attempt, CONTINUE for the answer and the key_update, END at the release".into(),
+        "IRI delivered: REPORT for alice's registration (from gw1.a.example); for the call BEGIN at the attempt, CONTINUE for the answer and the key_update, END at the release".into(),
         iri_ok,
-        seq.join(", "),
+        format!("{}; call: {}", reports.join(", "), seq.join(", ")),
     ));
 
     // Retention: carol's keys (no warrant) are purged from spg-a's store, alice's are kept.
@@ -587,7 +598,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     .unwrap_or(Value::Null);
     checks.push((
         "the agency received the IRI (X2) and the decrypted content (X3) over TLS".into(),
-        agency_summary["x2"].as_u64().unwrap_or(0) >= seq.len() as u64
+        agency_summary["x2"].as_u64().unwrap_or(0) >= records.len() as u64
             && agency_summary["x3"].as_u64().unwrap_or(0) > 0
             && agency_summary["bad"].as_u64() == Some(0),
         format!(
@@ -834,7 +845,23 @@ port_count = 20
 # The RTP header extension carries the session_ID (no CAP_NET_RAW needed).
 carrier = "rtp-extension"
 extension_id = 3
-"#
+{li}"#,
+                li = if d == "a" {
+                    format!(
+                        r#"
+# Registrations of warrant targets are reported to the mediation (IRI REPORT).
+[li]
+mediation = "{}:7444"
+server_name = "li.example"
+cert = "certs/gw1.a.example.pem"
+key = "certs/gw1.a.example.key"
+ca = "certs/ca.pem"
+"#,
+                        ip(5)
+                    )
+                } else {
+                    String::new()
+                }
             ),
         )?;
     }
@@ -853,7 +880,7 @@ listen = "{li}:7444"
 cert = "certs/li.example.pem"
 key = "certs/li.example.key"
 client_ca = "certs/ca.pem"
-pois = ["spg-a"]
+pois = ["spg-a", "gw1.a.example"]
 [authority]
 secret_file = "keys/authority.key"
 [audit]

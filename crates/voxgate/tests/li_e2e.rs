@@ -124,10 +124,32 @@ fn the_demo_intercepts_only_the_target_and_its_audit_detects_tampering() {
         .expect("the agency's copy of the content");
     assert!(match_share(&read_wav(&agency_from), &speech) > 0.98);
     // IRI: only alice's call, in order, one correlation ID.
-    let iri: Vec<Value> = std::fs::read_to_string(out.join("iri.json"))
+    let all: Vec<Value> = std::fs::read_to_string(out.join("iri.json"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // alice's registration at gw1.a.example: a REPORT; carol's is not reported.
+    let reports: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["type"] == json!("REPORT"))
+        .collect();
+    assert!(!reports.is_empty(), "{all:?}");
+    assert_eq!(reports[0]["event"], json!("registration"));
+    for r in &reports {
+        assert!(
+            r["event"] == json!("registration") || r["event"] == json!("deregistration"),
+            "{r}"
+        );
+        assert!(
+            r["caller"].as_str().unwrap().contains("alice@a.example"),
+            "{r}"
+        );
+        assert_eq!(r["poi"], json!("gw1.a.example"));
+    }
+    let iri: Vec<Value> = all
+        .into_iter()
+        .filter(|r| r["type"] != json!("REPORT"))
         .collect();
     let kinds: Vec<String> = iri
         .iter()

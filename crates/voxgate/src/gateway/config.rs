@@ -23,6 +23,9 @@ pub struct GatewayFile {
     pub provider: ProviderSection,
     pub media: MediaSection,
     pub metrics: Option<MetricsSection>,
+    /// Lawful interception: the registrations of warrant targets are reported (IRI REPORT) to
+    /// the mediation (the calls are intercepted at the SPG).
+    pub li: Option<crate::spg::LiSection>,
 }
 
 /// `[gateway]`: who this gateway is.
@@ -109,6 +112,7 @@ pub struct Loaded {
     pub key: PathBuf,
     pub ca: PathBuf,
     pub metrics: Option<SocketAddr>,
+    pub li: Option<crate::spg::LiSection>,
 }
 
 use crate::config_file::resolve;
@@ -200,6 +204,13 @@ pub fn load(text: &str, base: &Path) -> anyhow::Result<Loaded> {
         key,
         ca,
         metrics: f.metrics.map(|m| m.address),
+        li: f.li.map(|l| crate::spg::LiSection {
+            cert: crate::config_file::resolve(base, &l.cert),
+            key: crate::config_file::resolve(base, &l.key),
+            ca: crate::config_file::resolve(base, &l.ca),
+            keep_file: crate::config_file::resolve(base, &l.keep_file),
+            ..l
+        }),
     })
 }
 

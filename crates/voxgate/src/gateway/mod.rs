@@ -239,6 +239,25 @@ async fn serve(
             let _ = etx.send(r);
         }),
     );
+    // Lawful interception: registrations of targets go to the mediation as IRI REPORTs.
+    let li_tap = match &cfg.li {
+        Some(l) => {
+            let tap = crate::spg::li::LiTap::new(
+                &cfg.name,
+                None,
+                l.queue_bytes,
+                Arc::default(),
+                &l.keep_file,
+            )?;
+            tokio::task::spawn_local(crate::spg::li::link(l.clone(), tap.clone()));
+            Some(tap)
+        }
+        None => None,
+    };
+    let anchor = GatewayAnchor {
+        bridge: anchor,
+        li: li_tap,
+    };
     let (node, core_loop) =
         crate::proxy::start_sip(&cfg.sip, Some(sip_tls), Some(Box::new(anchor)))
             .await
@@ -282,4 +301,36 @@ async fn serve(
     }
     tracing::info!("shutting down");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bridge's anchor, with registrations also reported to lawful interception.
+struct GatewayAnchor {
+    bridge: BridgeAnchor,
+    li: Option<Arc<crate::spg::li::LiTap>>,
+}
+
+impl voxgate_sip::anchor::MediaAnchor for GatewayAnchor {
+    fn sdp(
+        &mut self,
+        now: std::time::Instant,
+        ctx: &voxgate_sip::anchor::SdpContext<'_>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, voxgate_sip::anchor::Refusal> {
+        self.bridge.sdp(now, ctx, body)
+    }
+
+    fn call_ended(&mut self, now: std::time::Instant, call_id: &str) {
+        self.bridge.call_ended(now, call_id)
+    }
+
+    fn acked(&mut self, now: std::time::Instant, call_id: &str, side: voxgate_sip::anchor::Side) {
+        self.bridge.acked(now, call_id, side)
+    }
+
+    fn call_event(&mut self, now: std::time::Instant, ev: &voxgate_sip::anchor::CallEvent<'_>) {
+        self.bridge.call_event(now, ev);
+        if let (Some(li), voxgate_sip::anchor::CallEvent::Registered { .. }) = (&self.li, ev) {
+            li.call_event(ev);
+        }
+    }
 }

@@ -100,7 +100,9 @@ impl LiMetrics {
 /// The POI, the relay's anchor it taps through, and the queue towards the mediation.
 pub(crate) struct LiTap {
     poi: Mutex<Poi>,
-    relay: Arc<Mutex<RelayAnchor>>,
+    /// The relay to tap through (an SPG); `None` on a voice gateway, which reports only
+    /// registrations.
+    relay: Option<Arc<Mutex<RelayAnchor>>>,
     queue: Mutex<(VecDeque<Vec<u8>>, usize)>,
     queue_max: usize,
     notify: tokio::sync::Notify,
@@ -118,7 +120,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl LiTap {
     pub fn new(
         node: &str,
-        relay: Arc<Mutex<RelayAnchor>>,
+        relay: Option<Arc<Mutex<RelayAnchor>>>,
         queue_max: usize,
         metrics: Arc<LiMetrics>,
         keep_file: &std::path::Path,
@@ -162,7 +164,9 @@ impl LiTap {
         for o in outs {
             match o {
                 PoiOutput::Tap { call_id, tap } => {
-                    lock(&self.relay).set_tap(&call_id, tap);
+                    if let Some(r) = &self.relay {
+                        lock(r).set_tap(&call_id, tap);
+                    }
                     tracing::info!(%call_id, tapped = tap.is_some(), "interception tap");
                 }
                 PoiOutput::Pdu(b) => {
@@ -187,6 +191,12 @@ impl LiTap {
         {
             let mut p = lock(&self.poi);
             match ev {
+                CallEvent::Registered {
+                    aor,
+                    contacts,
+                    expires,
+                    source,
+                } => p.registration(now, aor, contacts, *expires, *source),
                 CallEvent::Attempt {
                     call_id,
                     from_uri,

@@ -16,11 +16,11 @@
 
 mod config;
 mod escrow;
-mod li;
+pub(crate) mod li;
 mod metrics;
 mod relay;
 
-pub(crate) use config::EngineName;
+pub(crate) use config::{EngineName, LiSection};
 pub(crate) use escrow::wall_ms;
 
 use std::path::PathBuf;
@@ -159,7 +159,7 @@ pub fn run(args: SpgArgs) -> anyhow::Result<ExitCode> {
             let node = cfg.audit.as_ref().map_or("spg", |a| a.node.as_str());
             let tap = li::LiTap::new(
                 node,
-                a.clone(),
+                Some(a.clone()),
                 l.queue_bytes,
                 li_metrics.clone(),
                 &l.keep_file,
