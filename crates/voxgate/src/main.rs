@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit_cmd;
 mod audit_file;
 mod cert;
 mod config_file;
@@ -64,6 +65,9 @@ enum Command {
         #[command(subcommand)]
         command: srtp_cmd::SrtpCommand,
     },
+    /// Audit a capture: plain RTP turned back into audio, SDES keys in clear (and the SRTP they
+    /// decrypt), weak SIP auth, SIP without TLS, NULL ciphers; call quality as Wireshark has it.
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Srtp { command } => srtp_cmd::run(command),
+        Command::Audit(args) => audit_cmd::run(args),
         Command::Cert { command } => cert::run(command),
         Command::Proxy(args) => proxy::run(args),
         Command::Gateway(args) => gateway::run(args),
