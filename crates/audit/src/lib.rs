@@ -14,6 +14,8 @@
 #![warn(missing_debug_implementations)]
 
 pub mod emodel;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod html;
 pub mod net;
 pub mod report;
