@@ -194,6 +194,8 @@ struct Stream {
     /// Packets (timestamp, payload) held until a heuristic stream's encryption is known.
     hold: Vec<(i64, Vec<u8>)>,
     audio_next_ts: Option<i64>,
+    /// The WAV file name ([`audio_file_name`]), made once.
+    audio_file: String,
     audio_samples: u64,
     audio_concealed: u64,
     /// The last timestamp step between consecutive packets (for the packetisation time).
@@ -383,6 +385,8 @@ pub struct Auditor {
     candidates: FxMap<StreamKey, Candidate>,
     ssrcs: FxMap<u32, SsrcTrack>,
     audio: AudioQueue,
+    /// G.711 decoding tables (mu-law, A-law): one lookup per byte on the audio path.
+    g711: Box<[[i16; 256]; 2]>,
     scratch: Vec<u8>,
     limits: BTreeMap<&'static str, u64>,
 }
@@ -430,6 +434,10 @@ impl Auditor {
             candidates: FxMap::default(),
             ssrcs: FxMap::default(),
             audio: AudioQueue::default(),
+            g711: Box::new([
+                std::array::from_fn(|c| Law::Mu.decode(c as u8)),
+                std::array::from_fn(|c| Law::A.decode(c as u8)),
+            ]),
             scratch: Vec::with_capacity(2048),
             limits: BTreeMap::new(),
         }
@@ -647,6 +655,7 @@ impl Auditor {
             srtp: (crypt == Crypt::Srtp).then(SrtpStats::default),
             hold: Vec::new(),
             audio_next_ts: None,
+            audio_file: audio_file_name(id, key.ssrc),
             audio_samples: 0,
             audio_concealed: 0,
             last_seq_ts: None,
@@ -913,9 +922,10 @@ impl Auditor {
         self.audio
             .samples
             .extend(std::iter::repeat_n(0i16, gap as usize));
+        let table = &self.g711[usize::from(law == Law::A)];
         self.audio
             .samples
-            .extend(payload.iter().map(|c| law.decode(*c)));
+            .extend(payload.iter().map(|c| table[*c as usize]));
         s.audio_concealed += gap;
         s.audio_samples += gap + payload.len() as u64;
         s.audio_next_ts = Some(ts + payload.len() as i64);
@@ -926,16 +936,21 @@ impl Auditor {
         }
     }
 
+    /// Samples of recovered audio waiting for [`Auditor::drain_audio`] (a driver may drain
+    /// every frame, or in batches while this stays well under `Config::max_pending_audio`).
+    pub fn pending_audio(&self) -> usize {
+        self.audio.samples.len()
+    }
+
     /// Hands the audio recovered since the last call to `f`, stream by stream, in order.
     pub fn drain_audio(&mut self, mut f: impl FnMut(AudioChunk<'_>)) {
         if self.audio.chunks.is_empty() {
             return;
         }
         for &(id, a, b) in &self.audio.chunks {
-            let name = audio_file_name(id, self.streams[id].key.ssrc);
             f(AudioChunk {
                 stream: id,
-                file: &name,
+                file: &self.streams[id].audio_file,
                 samples: &self.audio.samples[a..b],
             });
         }
@@ -1083,7 +1098,7 @@ impl Auditor {
             },
             srtp: s.srtp.clone(),
             audio: (s.audio_samples > 0).then(|| AudioInfo {
-                file: audio_file_name(i, s.key.ssrc),
+                file: s.audio_file.clone(),
                 samples: s.audio_samples,
                 seconds: s.audio_samples as f64 / 8000.0,
                 concealed_samples: s.audio_concealed,

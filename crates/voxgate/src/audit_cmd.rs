@@ -98,30 +98,77 @@ impl Progress {
     }
 }
 
-type Wav = hound::WavWriter<BufWriter<File>>;
+/// A 16-bit mono 8 kHz WAV written as the audio comes; the RIFF and data sizes are patched
+/// when it is finished.
+struct Wav {
+    out: BufWriter<File>,
+    data_bytes: u64,
+}
+
+impl Wav {
+    fn create(path: &Path) -> std::io::Result<Wav> {
+        let mut out = BufWriter::with_capacity(1 << 16, File::create(path)?);
+        let mut h = Vec::with_capacity(44);
+        h.extend_from_slice(b"RIFF\0\0\0\0WAVEfmt ");
+        h.extend_from_slice(&16u32.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        h.extend_from_slice(&1u16.to_le_bytes()); // mono
+        h.extend_from_slice(&8000u32.to_le_bytes());
+        h.extend_from_slice(&16000u32.to_le_bytes()); // bytes per second
+        h.extend_from_slice(&2u16.to_le_bytes()); // block align
+        h.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+        h.extend_from_slice(b"data\0\0\0\0");
+        out.write_all(&h)?;
+        Ok(Wav { out, data_bytes: 0 })
+    }
+
+    fn write(&mut self, samples: &[i16], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        buf.clear();
+        buf.resize(samples.len() * 2, 0);
+        for (d, s) in buf.chunks_exact_mut(2).zip(samples) {
+            d.copy_from_slice(&s.to_le_bytes());
+        }
+        self.out.write_all(buf)?;
+        self.data_bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = self.out.into_inner().map_err(|e| e.into_error())?;
+        // A WAV cannot say more than 4 GiB: past that the sizes saturate (players read on).
+        let data = u32::try_from(self.data_bytes).unwrap_or(u32::MAX - 36);
+        f.seek(SeekFrom::Start(4))?;
+        f.write_all(&(data + 36).to_le_bytes())?;
+        f.seek(SeekFrom::Start(40))?;
+        f.write_all(&data.to_le_bytes())?;
+        Ok(())
+    }
+}
 
 /// The WAV files being written, one per stream with recovered audio.
 struct WavFiles {
     dir: PathBuf,
-    open: HashMap<usize, Wav>,
+    /// By stream id.
+    open: Vec<Option<Wav>>,
     failed: HashMap<usize, String>,
+    buf: Vec<u8>,
 }
 
 impl WavFiles {
     fn write(&mut self, stream: usize, file: &str, samples: &[i16]) {
-        if self.failed.contains_key(&stream) {
-            return;
-        }
-        if !self.open.contains_key(&stream) {
-            let spec = hound::WavSpec {
-                channels: 1,
-                sample_rate: 8000,
-                bits_per_sample: 16,
-                sample_format: hound::SampleFormat::Int,
-            };
-            match hound::WavWriter::create(self.dir.join(file), spec) {
+        if self.open.get(stream).is_some_and(Option::is_some) {
+            // Fast path: the file is open.
+        } else {
+            if self.failed.contains_key(&stream) {
+                return;
+            }
+            if self.open.len() <= stream {
+                self.open.resize_with(stream + 1, || None);
+            }
+            match Wav::create(&self.dir.join(file)) {
                 Ok(w) => {
-                    self.open.insert(stream, w);
+                    self.open[stream] = Some(w);
                 }
                 Err(e) => {
                     tracing::warn!("cannot create {file}: {e}");
@@ -130,27 +177,26 @@ impl WavFiles {
                 }
             }
         }
-        let Some(w) = self.open.get_mut(&stream) else {
+        let Some(Some(w)) = self.open.get_mut(stream) else {
             return;
         };
-        let mut i16w = w.get_i16_writer(samples.len() as u32);
-        for s in samples {
-            i16w.write_sample(*s);
-        }
-        if let Err(e) = i16w.flush() {
+        if let Err(e) = w.write(samples, &mut self.buf) {
             tracing::warn!("writing {file}: {e}");
-            self.open.remove(&stream);
+            self.open[stream] = None;
             self.failed.insert(stream, e.to_string());
         }
     }
 
     fn finish(self) -> Result<()> {
-        for (_, w) in self.open {
-            w.finalize().context("finishing a WAV file")?;
+        for w in self.open.into_iter().flatten() {
+            w.finish().context("finishing a WAV file")?;
         }
         Ok(())
     }
 }
+
+/// Samples of audio gathered before they are written (the core holds up to 1 Mi samples).
+const AUDIO_BATCH: usize = 1 << 16;
 
 pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let file = File::open(&args.capture)
@@ -173,8 +219,9 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let mut auditor = Auditor::new(cfg);
     let mut wavs = WavFiles {
         dir: args.out.clone(),
-        open: HashMap::new(),
+        open: Vec::new(),
         failed: HashMap::new(),
+        buf: Vec::with_capacity(4096),
     };
     let mut progress = Progress {
         total,
@@ -187,7 +234,10 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         match item {
             Ok(Item::Frame(f)) => {
                 auditor.handle_frame(u32::from(f.link), f.timestamp, &f.data, f.orig_len);
-                auditor.drain_audio(|c| wavs.write(c.stream, c.file, c.samples));
+                // In batches: one write per stream and batch rather than one per packet.
+                if auditor.pending_audio() >= AUDIO_BATCH {
+                    auditor.drain_audio(|c| wavs.write(c.stream, c.file, c.samples));
+                }
                 if progress.enabled && auditor.frames() % 16384 == 0 {
                     let now = Instant::now();
                     if now >= next_progress {
@@ -208,6 +258,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         progress.show(read.load(Ordering::Relaxed), auditor.frames());
     }
     progress.done();
+    auditor.drain_audio(|c| wavs.write(c.stream, c.file, c.samples));
     let report = auditor.finish();
     auditor.drain_audio(|c| wavs.write(c.stream, c.file, c.samples));
     wavs.finish()?;
