@@ -67,6 +67,7 @@ pub fn audit_packet(data: &[u8]) {
         cfg.max_media = 2;
         cfg.max_calls = 2;
         cfg.max_seconds = 3;
+        cfg.max_series_points = 5;
         cfg.max_gap_samples = 400;
         cfg.max_pending_audio = 2000;
         cfg.frag.max_pending = 2;

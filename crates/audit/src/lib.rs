@@ -73,6 +73,8 @@ pub struct Config {
     pub max_calls: usize,
     /// Seconds of per-second series kept per stream.
     pub max_seconds: usize,
+    /// Per-second points kept over all streams together.
+    pub max_series_points: usize,
     /// Longest silence inserted into recovered audio for a gap (samples at 8 kHz).
     pub max_gap_samples: u64,
     /// Samples held for the driver before [`Auditor::drain_audio`]; beyond, audio is dropped.
@@ -89,10 +91,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_streams: 4096,
-            max_candidates: 8192,
+            max_candidates: 4096,
             max_media: 8192,
             max_calls: 4096,
             max_seconds: 24 * 3600,
+            max_series_points: 2_000_000,
             max_gap_samples: 8000 * 10,
             max_pending_audio: 1 << 20,
             heuristic: true,
@@ -210,6 +213,9 @@ struct Candidate {
     last_seq: u16,
     pt: u8,
 }
+
+/// Largest datagram the RTP heuristic looks at.
+const MAX_CANDIDATE_PACKET: usize = 1600;
 
 /// Packets of one SSRC that confirm a stream.
 const CONFIRM_PACKETS: usize = 4;
@@ -385,6 +391,8 @@ pub struct Auditor {
     candidates: FxMap<StreamKey, Candidate>,
     ssrcs: FxMap<u32, SsrcTrack>,
     audio: AudioQueue,
+    /// Per-second points held over all streams.
+    series_points: usize,
     /// G.711 decoding tables (mu-law, A-law): one lookup per byte on the audio path.
     g711: Box<[[i16; 256]; 2]>,
     scratch: Vec<u8>,
@@ -434,6 +442,7 @@ impl Auditor {
             candidates: FxMap::default(),
             ssrcs: FxMap::default(),
             audio: AudioQueue::default(),
+            series_points: 0,
             g711: Box::new([
                 std::array::from_fn(|c| Law::Mu.decode(c as u8)),
                 std::array::from_fn(|c| Law::A.decode(c as u8)),
@@ -557,7 +566,12 @@ impl Auditor {
             }
             return;
         }
-        if !self.cfg.heuristic || (64..96).contains(&hdr.payload_type) {
+        // Candidates hold copies of their first packets: only datagram sizes RTP audio and
+        // video use (within an Ethernet MTU) are tried, so the table stays small.
+        if !self.cfg.heuristic
+            || (64..96).contains(&hdr.payload_type)
+            || payload.len() > MAX_CANDIDATE_PACKET
+        {
             self.summary.other_udp += 1;
             return;
         }
@@ -750,6 +764,7 @@ impl Auditor {
         let series = &mut s.series;
         if series.points.last().is_none_or(|p| p.t != sec)
             && series.points.len() < self.cfg.max_seconds
+            && self.series_points < self.cfg.max_series_points
         {
             series.expected_at_start = expected_before;
             series.points.push(SecondStats {
@@ -757,6 +772,7 @@ impl Auditor {
                 ..Default::default()
             });
             series.jitter_n = 0;
+            self.series_points += 1;
         }
         if let Some(p) = series.points.last_mut().filter(|p| p.t == sec) {
             p.packets += 1;

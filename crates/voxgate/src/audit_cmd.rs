@@ -238,7 +238,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                 if auditor.pending_audio() >= AUDIO_BATCH {
                     auditor.drain_audio(|c| wavs.write(c.stream, c.file, c.samples));
                 }
-                if progress.enabled && auditor.frames() % 16384 == 0 {
+                if progress.enabled && auditor.frames().is_multiple_of(16384) {
                     let now = Instant::now();
                     if now >= next_progress {
                         progress.show(read.load(Ordering::Relaxed), auditor.frames());
