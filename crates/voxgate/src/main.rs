@@ -16,6 +16,7 @@ mod proxy;
 mod spg;
 mod srtp_cmd;
 mod tls;
+mod trace_cmd;
 mod ua;
 
 #[derive(Debug, Parser)]
@@ -49,6 +50,12 @@ enum Command {
     /// Service-provider gateway: SIP proxy, key escrow server and the media relay that drops
     /// unescrowed media and verifies the escrowed keys are the ones used.
     Spg(spg::SpgArgs),
+    /// Tracing anonymized encrypted calls: an inter-packet-delay watermark embedded by a live
+    /// UDP relay, detected in captures, evaluated by simulation.
+    Trace {
+        #[command(subcommand)]
+        command: trace_cmd::TraceCommand,
+    },
     /// The whole system on loopback in one command: two SPGs, two voice gateways, a warrant
     /// on alice, her call to bob intercepted and decrypted, a rogue stream dropped.
     Demo(demo::DemoArgs),
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
         Command::Ua(args) => ua::run(args),
         Command::Li { command } => li::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Trace { command } => trace_cmd::run(command),
     };
     match result {
         Ok(code) => code,
