@@ -1015,7 +1015,16 @@ fn robustness(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
     for (ci, (name, period, jitter, dtx, path)) in robustness_conditions().into_iter().enumerate() {
         for (si, dur) in [90 * S, 45 * S].into_iter().enumerate() {
             let params = if si == 0 {
-                ccs05_for(period, dur, 3 * MS)
+                // With DTX the tracer draws its pairs from the packets a call of this length
+                // has (95 % of the expected talk time), not from the frame count.
+                let packets = match dtx {
+                    Some(d) => {
+                        let talk = d.talk_mean_us / (d.talk_mean_us + d.silence_mean_us);
+                        ((dur / period) as f64 * talk * 0.95) as u32
+                    }
+                    None => (dur / period) as u32,
+                };
+                SchemeParams::Ccs05(Ccs05Params::for_packets(packets, 3 * MS))
             } else {
                 interval_with(3 * MS)
             };
@@ -1110,8 +1119,8 @@ fn roc(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
     let mut series = Vec::new();
     let setups = [
         (ccs05_for(30 * MS, 90 * S, 3 * MS), 90 * S),
+        (interval_with(3 * MS), 90 * S),
         (interval_with(3 * MS), 45 * S),
-        (interval_with(3 * MS), 20 * S),
     ];
     for (si, (params, dur)) in setups.iter().enumerate() {
         let cond = Condition {
@@ -1364,20 +1373,28 @@ fn multiflow(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
     Ok(())
 }
 
-/// Robust z-scores (median, 1.4826 MAD) of `v`.
-fn robust_z(v: &[f64]) -> Vec<f64> {
-    let mut c: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    let med = crate::stats::median_in_place(&mut c);
-    let mut dev: Vec<f64> = c.iter().map(|x| (x - med).abs()).collect();
-    let mad = 1.4826 * crate::stats::median_in_place(&mut dev);
-    let mad = if mad > 0.0 { mad } else { 1.0 };
-    v.iter().map(|x| (x - med) / mad).collect()
+/// The attacker's per-position statistic from per-flow values `sum` and `sum_sq` over `n`
+/// flows: t_j = mean_j √n / s̃, with s̃² the median over positions of the across-flow sample
+/// variance (where the marked positions are shared, the flows agree on the delay and the
+/// variance is the noise alone; where they are not, it includes the watermark).
+fn across_flow_t(sum: &[f64], sum_sq: &[f64], n: f64) -> Vec<f64> {
+    if n < 2.0 {
+        return vec![0.0; sum.len()];
+    }
+    let mut var: Vec<f64> = sum
+        .iter()
+        .zip(sum_sq)
+        .map(|(s, q)| ((q - s * s / n) / (n - 1.0)).max(0.0))
+        .collect();
+    let pooled = crate::stats::median_in_place(&mut var).sqrt();
+    let pooled = if pooled > 0.0 { pooled } else { 1.0 };
+    sum.iter().map(|s| s / n * n.sqrt() / pooled).collect()
 }
 
-/// CCS'05 attack: per packet index j, the mean over flows of y_j - (y_{j-1} + y_{j+1}) / 2
-/// (a delayed packet between two undelayed ones shows +a); flag robust z > z_flag. Marked
-/// positions: the first flow's delayed packets. Returns [positions, marked, flagged marked,
-/// flagged unmarked].
+/// CCS'05 attack: per packet index j, the per-flow value y_j - (y_{j-1} + y_{j+1}) / 2 (a
+/// delayed packet between two undelayed ones shows +a), a t statistic across flows
+/// ([`across_flow_t`]), flagged when t > z_flag. Marked positions: the first flow's delayed
+/// packets. Returns [positions, marked, flagged marked, flagged unmarked].
 fn attack_ccs05(
     p: &Ccs05Params,
     key: &WatermarkKey,
@@ -1394,13 +1411,16 @@ fn attack_ccs05(
     if n < 3 {
         return Ok([0.0; 4]);
     }
-    let mut mean = vec![0.0f64; n];
+    let mut sum = vec![0.0f64; n];
+    let mut sum_sq = vec![0.0f64; n];
     for fl in flows {
         for j in 1..n - 1 {
-            mean[j] += fl[j] as f64 - (fl[j - 1] as f64 + fl[j + 1] as f64) / 2.0;
+            let v = fl[j] as f64 - (fl[j - 1] as f64 + fl[j + 1] as f64) / 2.0;
+            sum[j] += v;
+            sum_sq[j] += v * v;
         }
     }
-    let z = robust_z(&mean[1..n - 1]);
+    let z = across_flow_t(&sum[1..n - 1], &sum_sq[1..n - 1], flows.len() as f64);
     let sel = ccs05::Selection::new(p, key, marks[0])?;
     let w = crate::Watermark::derive(&SchemeParams::Ccs05(p.clone()), key, marks[0])?;
     let delayed = sel.delayed(&w);
@@ -1429,9 +1449,9 @@ fn attack_ccs05(
 }
 
 /// Interval attack: every flow's residuals against its frame clock (the public tracker),
-/// high-passed (minus the flow's mean over ±1 s), binned in 100 ms bins from the first packet
-/// and averaged over flows; flag robust z > z_flag. Marked positions: bins wholly inside the
-/// first flow's delayed slots.
+/// high-passed (minus the flow's mean over ±1 s), averaged in 100 ms bins from the first
+/// packet; a t statistic across flows per bin ([`across_flow_t`]), flagged when t > z_flag.
+/// Marked positions: bins wholly inside the first flow's delayed slots.
 fn attack_interval(
     p: &IntervalParams,
     key: &WatermarkKey,
@@ -1450,7 +1470,8 @@ fn attack_interval(
         return Ok([0.0; 4]);
     }
     let mut sum = vec![0.0f64; bins];
-    let mut cnt = vec![0.0f64; bins];
+    let mut sum_sq = vec![0.0f64; bins];
+    let mut used = 0.0f64;
     for fl in flows {
         let Some((fl, res)) = interval::residuals(fl, p.period_us) else {
             continue;
@@ -1463,6 +1484,8 @@ fn attack_interval(
             prefix[i + 1] = prefix[i] + r;
         }
         let (mut lo, mut hi) = (0usize, 0usize);
+        let mut bsum = vec![0.0f64; bins];
+        let mut bcnt = vec![0.0f64; bins];
         for j in 0..fl.len() {
             while fl[lo] + 1_000_000 < fl[j] {
                 lo += 1;
@@ -1473,17 +1496,22 @@ fn attack_interval(
             let avg = (prefix[hi] - prefix[lo]) / (hi - lo) as f64;
             let b = ((fl[j] - t0) / BIN) as usize;
             if b < bins {
-                sum[b] += res[j] - avg;
-                cnt[b] += 1.0;
+                bsum[b] += res[j] - avg;
+                bcnt[b] += 1.0;
             }
         }
+        for b in 0..bins {
+            let v = if bcnt[b] > 0.0 {
+                bsum[b] / bcnt[b]
+            } else {
+                0.0
+            };
+            sum[b] += v;
+            sum_sq[b] += v * v;
+        }
+        used += 1.0;
     }
-    let mean: Vec<f64> = sum
-        .iter()
-        .zip(&cnt)
-        .map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 })
-        .collect();
-    let z = robust_z(&mean);
+    let z = across_flow_t(&sum, &sum_sq, used);
     let w = crate::Watermark::derive(&SchemeParams::IntervalPhase(p.clone()), key, marks[0])?;
     let sched = interval::schedule(p, key, marks[0], &w, horizon)?;
     let mut r = [0.0f64; 4];
