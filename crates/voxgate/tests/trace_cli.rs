@@ -90,7 +90,7 @@ fn detect(dir: &Path, file: &str, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn flow<'a>(v: &'a serde_json::Value, port: u16) -> &'a serde_json::Value {
+fn flow(v: &serde_json::Value, port: u16) -> &serde_json::Value {
     v["flows"]
         .as_array()
         .unwrap()
