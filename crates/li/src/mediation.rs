@@ -136,6 +136,12 @@ struct MfDelivery {
     seq: u64,
     packets: u64,
     closed: bool,
+    /// The warrant's window, copied when the delivery opens: a warrant's window never changes,
+    /// and a deactivation closes its deliveries (`enforce`).
+    start_ms: u64,
+    end_ms: u64,
+    /// For a gateway target: whether it is the caller's gateway (decided when it opens).
+    gateway_is_caller: bool,
 }
 
 struct MfStream {
@@ -174,19 +180,28 @@ struct MfCall {
     media_origin_ms: Option<u64>,
 }
 
+/// A call: (the SPG's interned name, its correlation ID).
+type CallKey = (u32, u64);
+
 /// The mediation function.
 pub struct Mediation {
     node: String,
     book: WarrantBook,
     authority: AuthorityKeyPair,
     audit: AuditLog,
-    calls: HashMap<(String, u64), MfCall>,
+    calls: HashMap<CallKey, MfCall>,
+    /// SPG names seen in events, interned (as many as there are SPGs).
+    pois: HashMap<String, u32>,
+    /// The X3 PDU of the last datagram, kept for its buffers.
+    x3: Pdu,
     out: VecDeque<Output>,
     stats: MediationStats,
     /// Refusals already audited (once per SPG and call).
     refused: std::collections::HashSet<(String, u64)>,
     last_tasks: Option<TaskList>,
     scratch: Vec<u8>,
+    /// G.711 decoding tables, mu-law and A-law: `g711[i][c] == law.decode(c)`.
+    g711: Box<[[i16; 256]; 2]>,
 }
 
 impl std::fmt::Debug for Mediation {
@@ -224,11 +239,25 @@ impl Mediation {
             authority,
             audit,
             calls: HashMap::new(),
+            pois: HashMap::new(),
+            x3: Pdu {
+                pdu_type: PduType::X3,
+                format: PayloadFormat::RtpPacket,
+                direction: PayloadDirection::ToTarget,
+                xid: [0; 16],
+                correlation_id: 0,
+                attributes: Vec::with_capacity(2),
+                payload: Vec::with_capacity(2048),
+            },
             out: VecDeque::new(),
             stats: MediationStats::default(),
             refused: Default::default(),
             last_tasks: None,
             scratch: Vec::with_capacity(2048),
+            g711: Box::new([
+                std::array::from_fn(|c| Law::Mu.decode(c as u8)),
+                std::array::from_fn(|c| Law::A.decode(c as u8)),
+            ]),
         }
     }
 
@@ -562,7 +591,12 @@ impl Mediation {
         if let PoiEvent::Registration { .. } = &ev {
             return self.report(now_ms, poi, correlation, &ev);
         }
-        let key = (poi.to_string(), correlation);
+        let next = u32::try_from(self.pois.len()).unwrap_or(u32::MAX);
+        let poi_id = match self.pois.get(poi) {
+            Some(id) => *id,
+            None => *self.pois.entry(poi.to_string()).or_insert(next),
+        };
+        let key = (poi_id, correlation);
         if let PoiEvent::Attempt {
             call_id,
             from_uri,
@@ -590,7 +624,7 @@ impl Mediation {
                         .collect(),
                 };
                 self.calls.insert(
-                    key.clone(),
+                    key,
                     MfCall {
                         poi: poi.to_string(),
                         correlation,
@@ -681,16 +715,28 @@ impl Mediation {
             if call.deliveries.iter().any(|d| d.liid == m.liid) {
                 continue;
             }
+            let (start_ms, end_ms) = self
+                .book
+                .get(&m.liid)
+                .map_or((0, 0), |w| (w.start_ms, w.end_ms));
+            let target = m.matched.to_string();
+            let gateway_is_caller = call
+                .caller_peer
+                .as_deref()
+                .is_some_and(|p| is_gateway_target(&target, p));
             call.deliveries.push(MfDelivery {
                 liid: m.liid.clone(),
                 xid: m.xid,
                 destination: m.destination.clone(),
                 content: matches!(m.delivery, Delivery::IriAndContent),
-                target: m.matched.to_string(),
+                target,
                 matched_as: m.as_,
                 seq: 0,
                 packets: 0,
                 closed: false,
+                start_ms,
+                end_ms,
+                gateway_is_caller,
             });
             opened.push(call.deliveries.len() - 1);
         }
@@ -982,7 +1028,7 @@ impl Mediation {
     }
 
     /// Opens the sealed keys of the call's sessions not opened yet (audited).
-    fn unseal_pending(&mut self, now_ms: u64, key: &(String, u64)) {
+    fn unseal_pending(&mut self, now_ms: u64, key: &CallKey) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -1069,7 +1115,7 @@ impl Mediation {
         }
     }
 
-    fn close_call(&mut self, now_ms: u64, key: &(String, u64)) {
+    fn close_call(&mut self, now_ms: u64, key: &CallKey) {
         let Some(call) = self.calls.remove(key) else {
             return;
         };
@@ -1104,7 +1150,8 @@ impl Mediation {
         dst: SocketAddr,
         packet: &[u8],
     ) -> Result<(), MediationError> {
-        let key = (poi.to_string(), correlation);
+        // An SPG never seen in an event has no call: u32::MAX is no SPG's id.
+        let key = (self.pois.get(poi).copied().unwrap_or(u32::MAX), correlation);
         let Some(call) = self.calls.get_mut(&key) else {
             self.stats.content_refused += 1;
             self.refuse_once(now_ms, poi, correlation, "content of a call not followed");
@@ -1120,7 +1167,7 @@ impl Mediation {
             .iter_mut()
             .filter(|d| !d.closed && d.content)
         {
-            if self.book.get(&d.liid).is_ok_and(|w| w.is_active(now_ms)) {
+            if d.start_ms <= now_ms && now_ms < d.end_ms {
                 authorized = true;
             }
         }
@@ -1185,70 +1232,84 @@ impl Mediation {
                         (ts, time_ms.saturating_sub(origin).saturating_mul(8))
                     });
                     let at = base + u64::from(ts.wrapping_sub(first_ts));
-                    let samples: Vec<i16> = payload.iter().map(|c| law.decode(*c)).collect();
+                    let table = match law {
+                        Law::Mu => &self.g711[0],
+                        Law::A => &self.g711[1],
+                    };
+                    let samples: Vec<i16> =
+                        payload.iter().map(|c| table[usize::from(*c)]).collect();
                     pcm = Some((at, samples));
                 }
             }
         }
-        let mut outs = Vec::new();
-        for d in call
+        let mut deliveries = call
             .deliveries
             .iter_mut()
             .filter(|d| !d.closed && d.content)
-        {
+            .peekable();
+        // The plaintext becomes the X3 PDU's payload without a copy; the buffer goes back to
+        // `scratch` after the last delivery.
+        std::mem::swap(&mut self.x3.payload, &mut self.scratch);
+        while let Some(d) = deliveries.next() {
+            let last = deliveries.peek().is_none();
             d.packets += 1;
             let from_target = match d.matched_as {
                 MatchedAs::Caller => from_caller,
                 MatchedAs::Callee => !from_caller,
-                MatchedAs::Gateway => {
-                    let caller_gw = call
-                        .caller_peer
-                        .as_deref()
-                        .is_some_and(|p| d.target.eq_ignore_ascii_case(&format!("gateway:{p}")));
-                    from_caller == caller_gw
-                }
+                MatchedAs::Gateway => from_caller == d.gateway_is_caller,
             };
             let direction = if from_target {
                 TargetDirection::FromTarget
             } else {
                 TargetDirection::ToTarget
             };
-            let pdu = Pdu {
-                pdu_type: PduType::X3,
-                format: PayloadFormat::RtpPacket,
-                direction: if from_target {
+            if !rtcp {
+                let x3 = &mut self.x3;
+                x3.direction = if from_target {
                     PayloadDirection::FromTarget
                 } else {
                     PayloadDirection::ToTarget
-                },
-                xid: d.xid,
-                correlation_id: correlation,
-                attributes: vec![
-                    Attribute::SequenceNumber(u32::try_from(d.packets).unwrap_or(u32::MAX)),
-                    timestamp_attr(time_ms),
-                ],
-                payload: self.scratch.clone(),
-            };
-            if !rtcp {
-                outs.push(Output::Content {
+                };
+                x3.xid = d.xid;
+                x3.correlation_id = correlation;
+                x3.attributes.clear();
+                x3.attributes.push(Attribute::SequenceNumber(
+                    u32::try_from(d.packets).unwrap_or(u32::MAX),
+                ));
+                x3.attributes.push(timestamp_attr(time_ms));
+                self.out.push_back(Output::Content {
                     destination: d.destination.clone(),
                     liid: d.liid.clone(),
-                    pdu: pdu.encode().unwrap_or_default(),
+                    pdu: x3.encode().unwrap_or_default(),
                 });
             }
-            if let Some((at, samples)) = &pcm {
-                outs.push(Output::Pcm {
+            if let Some((at, samples)) = &mut pcm {
+                self.out.push_back(Output::Pcm {
                     liid: d.liid.clone(),
                     correlation,
                     direction,
                     at_sample: *at,
-                    samples: samples.clone(),
+                    // The last delivery takes the samples, the others a copy.
+                    samples: if last {
+                        std::mem::take(samples)
+                    } else {
+                        samples.clone()
+                    },
                 });
             }
         }
-        self.out.extend(outs);
+        std::mem::swap(&mut self.x3.payload, &mut self.scratch);
         Ok(())
     }
+}
+
+/// Whether `target` (canonical: `gateway:NAME`) names the gateway `peer`, ASCII case ignored:
+/// `target.eq_ignore_ascii_case(&format!("gateway:{peer}"))` without the allocation.
+fn is_gateway_target(target: &str, peer: &str) -> bool {
+    let (t, p) = (target.as_bytes(), peer.as_bytes());
+    t.len() == 8 + p.len()
+        && t[..8].eq_ignore_ascii_case(b"gateway:")
+        && t[8..].eq_ignore_ascii_case(p)
 }
 
 struct CallRef<'a> {
