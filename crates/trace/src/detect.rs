@@ -102,13 +102,7 @@ impl Detector {
         mark: MarkId,
         watermark: Watermark,
     ) -> Result<Self, TraceError> {
-        params.validate()?;
-        if watermark.len() != params.bits() as usize {
-            return Err(TraceError::WatermarkLength {
-                expected: params.bits(),
-                got: watermark.len(),
-            });
-        }
+        params.check_watermark(&watermark)?;
         let inner = match params {
             SchemeParams::Ccs05(p) => Inner::Ccs05(Selection::new(p, key, mark)?),
             SchemeParams::IntervalPhase(_) => Inner::Interval(key.clone()),

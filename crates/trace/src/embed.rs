@@ -74,13 +74,7 @@ impl Embedder {
         mark: MarkId,
         watermark: Watermark,
     ) -> Result<Self, TraceError> {
-        params.validate()?;
-        if watermark.len() != params.bits() as usize {
-            return Err(TraceError::WatermarkLength {
-                expected: params.bits(),
-                got: watermark.len(),
-            });
-        }
+        params.check_watermark(&watermark)?;
         let kind = match params {
             SchemeParams::Ccs05(p) => Kind::Ccs05 {
                 delayed: Selection::new(p, key, mark)?.delayed(&watermark),

@@ -720,16 +720,7 @@ fn delay(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
                 tpa_pts.push((*d_ms as f64, tp_a));
                 fp_pts.push((*d_ms as f64, o.neg.rate().estimate));
             }
-            tp_series.push(Series {
-                name: label.clone(),
-                points: tp_pts,
-                dashed: false,
-            });
-            tp_series.push(Series {
-                name: format!("{label} (analytic)"),
-                points: tpa_pts,
-                dashed: true,
-            });
+            push_measured_and_analytic(&mut tp_series, &label, tp_pts, tpa_pts);
             fp_series.push(Series {
                 name: label,
                 points: fp_pts,
@@ -738,20 +729,12 @@ fn delay(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
         }
     }
     report.tables.push(table);
-    report.plots.push(Plot {
-        name: "tp_vs_delay".into(),
-        svg: LineChart {
-            title: "True positives vs FIFO uniform delay U[0, D] (a = 3 ms)".into(),
-            x_label: "D (ms)".into(),
-            y_label: "true-positive rate".into(),
-            log_x: false,
-            log_y: false,
-            y_range: Some((0.0, 1.0)),
-            x_range: None,
-            series: tp_series,
-        }
-        .to_svg(),
-    });
+    report.plots.push(tp_plot(
+        "tp_vs_delay",
+        "True positives vs FIFO uniform delay U[0, D] (a = 3 ms)",
+        "D (ms)",
+        tp_series,
+    ));
     report.plots.push(Plot {
         name: "fp_vs_delay".into(),
         svg: LineChart {
@@ -817,32 +800,15 @@ fn duration(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
             pts.push((*dur_s as f64, o.pos.rate().estimate));
             apts.push((*dur_s as f64, tp_a));
         }
-        series.push(Series {
-            name: name.clone(),
-            points: pts,
-            dashed: false,
-        });
-        series.push(Series {
-            name: format!("{name} (analytic)"),
-            points: apts,
-            dashed: true,
-        });
+        push_measured_and_analytic(&mut series, &name, pts, apts);
     }
     report.tables.push(table);
-    report.plots.push(Plot {
-        name: "tp_vs_duration".into(),
-        svg: LineChart {
-            title: "True positives vs call duration (30 ms packets, D = 10 ms, a = 3 ms)".into(),
-            x_label: "call duration (s)".into(),
-            y_label: "true-positive rate".into(),
-            log_x: false,
-            log_y: false,
-            y_range: Some((0.0, 1.0)),
-            x_range: None,
-            series,
-        }
-        .to_svg(),
-    });
+    report.plots.push(tp_plot(
+        "tp_vs_duration",
+        "True positives vs call duration (30 ms packets, D = 10 ms, a = 3 ms)",
+        "call duration (s)",
+        series,
+    ));
     Ok(())
 }
 
@@ -888,32 +854,15 @@ fn adjustment(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
             pts.push((*a as f64 / 1000.0, o.pos.rate().estimate));
             apts.push((*a as f64 / 1000.0, tp_a));
         }
-        series.push(Series {
-            name: name.clone(),
-            points: pts,
-            dashed: false,
-        });
-        series.push(Series {
-            name: format!("{name} (analytic)"),
-            points: apts,
-            dashed: true,
-        });
+        push_measured_and_analytic(&mut series, &name, pts, apts);
     }
     report.tables.push(table);
-    report.plots.push(Plot {
-        name: "tp_vs_adjustment".into(),
-        svg: LineChart {
-            title: "True positives vs adjustment a (30 ms packets, D = 10 ms)".into(),
-            x_label: "a (ms)".into(),
-            y_label: "true-positive rate".into(),
-            log_x: false,
-            log_y: false,
-            y_range: Some((0.0, 1.0)),
-            x_range: None,
-            series,
-        }
-        .to_svg(),
-    });
+    report.plots.push(tp_plot(
+        "tp_vs_adjustment",
+        "True positives vs adjustment a (30 ms packets, D = 10 ms)",
+        "a (ms)",
+        series,
+    ));
     Ok(())
 }
 
@@ -1172,6 +1121,43 @@ fn roc(ctx: &Ctx, report: &mut EvalReport) -> Result<(), TraceError> {
         .to_svg(),
     });
     Ok(())
+}
+
+/// A measured series and its analytic counterpart (dashed), named after `name`.
+fn push_measured_and_analytic(
+    series: &mut Vec<Series>,
+    name: &str,
+    measured: Vec<(f64, f64)>,
+    analytic: Vec<(f64, f64)>,
+) {
+    series.push(Series {
+        name: name.to_string(),
+        points: measured,
+        dashed: false,
+    });
+    series.push(Series {
+        name: format!("{name} (analytic)"),
+        points: analytic,
+        dashed: true,
+    });
+}
+
+/// A true-positive-rate plot on linear axes, y from 0 to 1.
+fn tp_plot(name: &str, title: &str, x_label: &str, series: Vec<Series>) -> Plot {
+    Plot {
+        name: name.into(),
+        svg: LineChart {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: "true-positive rate".into(),
+            log_x: false,
+            log_y: false,
+            y_range: Some((0.0, 1.0)),
+            x_range: None,
+            series,
+        }
+        .to_svg(),
+    }
 }
 
 fn ipds(ts: &[u64]) -> Vec<f64> {

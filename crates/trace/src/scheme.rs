@@ -81,6 +81,18 @@ impl SchemeParams {
         }
     }
 
+    /// [`SchemeParams::validate`], and that `watermark` has this scheme's number of bits.
+    pub fn check_watermark(&self, watermark: &Watermark) -> Result<(), TraceError> {
+        self.validate()?;
+        if watermark.len() != self.bits() as usize {
+            return Err(TraceError::WatermarkLength {
+                expected: self.bits(),
+                got: watermark.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks every parameter's range.
     pub fn validate(&self) -> Result<(), TraceError> {
         match self {
