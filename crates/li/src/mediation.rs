@@ -27,7 +27,7 @@ use voxgate_rtp::{MasterKey, SrtpPolicy, SrtpProfile, SrtpSession};
 
 use crate::audit::{fields, AuditLog, Entry};
 use crate::iri::{IriRecord, IriType, PoiEvent, IRI_MIME, POI_EVENT_MIME};
-use crate::poi::{format_uuid, Task, TaskList};
+use crate::poi::{Task, TaskList};
 use crate::warrant::{
     CallParties, Delivery, MatchedAs, Warrant, WarrantBook, WarrantError, WarrantRequest,
 };
@@ -282,6 +282,20 @@ impl Mediation {
         self.out.pop_front()
     }
 
+    /// A warrant operation refused: who tried what on which LIID, and why.
+    fn audit_refusal(&mut self, now_ms: u64, op: &str, liid: &str, who: &str, e: &WarrantError) {
+        self.audit(
+            now_ms,
+            "warrant_refused",
+            fields([
+                ("liid", liid.into()),
+                ("by", who.into()),
+                ("op", op.into()),
+                ("error", e.to_string().into()),
+            ]),
+        );
+    }
+
     fn audit(&mut self, now_ms: u64, event: &str, f: BTreeMap<String, serde_json::Value>) {
         let e = self.audit.append(now_ms, event, f);
         self.out.push_back(Output::Audit(e));
@@ -320,16 +334,7 @@ impl Mediation {
                 Ok(w)
             }
             Err(e) => {
-                self.audit(
-                    now_ms,
-                    "warrant_refused",
-                    fields([
-                        ("liid", liid.into()),
-                        ("by", who.into()),
-                        ("op", "create".into()),
-                        ("error", e.to_string().into()),
-                    ]),
-                );
+                self.audit_refusal(now_ms, "create", &liid, who, &e);
                 Err(e)
             }
         }
@@ -358,16 +363,7 @@ impl Mediation {
                 );
                 self.reprovision(now_ms);
             }
-            Err(e) => self.audit(
-                now_ms,
-                "warrant_refused",
-                fields([
-                    ("liid", liid.into()),
-                    ("by", who.into()),
-                    ("op", "approve".into()),
-                    ("error", e.to_string().into()),
-                ]),
-            ),
+            Err(e) => self.audit_refusal(now_ms, "approve", liid, who, e),
         }
         r
     }
@@ -394,16 +390,7 @@ impl Mediation {
                 self.enforce(now_ms);
                 self.reprovision(now_ms);
             }
-            Err(e) => self.audit(
-                now_ms,
-                "warrant_refused",
-                fields([
-                    ("liid", liid.into()),
-                    ("by", who.into()),
-                    ("op", "deactivate".into()),
-                    ("error", e.to_string().into()),
-                ]),
-            ),
+            Err(e) => self.audit_refusal(now_ms, "deactivate", liid, who, e),
         }
         r
     }
@@ -437,7 +424,7 @@ impl Mediation {
             }
             for t in &w.targets {
                 tasks.push(Task {
-                    xid: format_uuid(&w.xid),
+                    xid: crate::warrant::format_xid(&w.xid),
                     target: t.to_string(),
                     content: matches!(w.delivery, Delivery::IriAndContent),
                     until_ms: w.end_ms,
@@ -921,20 +908,7 @@ impl Mediation {
                 expires: *expires,
                 source: Some(source.clone()),
             };
-            let pdu = Pdu {
-                pdu_type: PduType::X2,
-                format: PayloadFormat::Mime,
-                direction: PayloadDirection::NotApplicable,
-                xid: m.xid,
-                correlation_id: correlation,
-                attributes: vec![
-                    Attribute::SequenceNumber(0),
-                    timestamp_attr(*time_ms),
-                    Attribute::MatchedTargetId(m.matched.to_string()),
-                    Attribute::MimeContentType(IRI_MIME.to_string()),
-                ],
-                payload: serde_json::to_vec(&record).unwrap_or_default(),
-            };
+            let pdu = iri_pdu(&record, m.xid, correlation);
             self.audit(
                 now_ms,
                 "report_delivered",
@@ -949,7 +923,7 @@ impl Mediation {
             self.out.push_back(Output::Iri {
                 destination: m.destination.clone(),
                 record: Box::new(record),
-                pdu: pdu.encode().unwrap_or_default(),
+                pdu,
             });
         }
         Ok(())
@@ -1005,26 +979,8 @@ impl Mediation {
             source: None,
         };
         d.seq += 1;
-        let payload = serde_json::to_vec(&record).unwrap_or_default();
-        let pdu = Pdu {
-            pdu_type: PduType::X2,
-            format: PayloadFormat::Mime,
-            direction: PayloadDirection::NotApplicable,
-            xid: d.xid,
-            correlation_id: c.correlation,
-            attributes: vec![
-                Attribute::SequenceNumber(u32::try_from(d.seq).unwrap_or(u32::MAX)),
-                timestamp_attr(ev.time_ms()),
-                Attribute::MatchedTargetId(d.target.clone()),
-                Attribute::MimeContentType(IRI_MIME.to_string()),
-            ],
-            payload,
-        };
-        (
-            d.destination.clone(),
-            record,
-            pdu.encode().unwrap_or_default(),
-        )
+        let pdu = iri_pdu(&record, d.xid, c.correlation);
+        (d.destination.clone(), record, pdu)
     }
 
     /// Opens the sealed keys of the call's sessions not opened yet (audited).
@@ -1276,7 +1232,7 @@ impl Mediation {
                 x3.attributes.push(Attribute::SequenceNumber(
                     u32::try_from(d.packets).unwrap_or(u32::MAX),
                 ));
-                x3.attributes.push(timestamp_attr(time_ms));
+                x3.attributes.push(Attribute::timestamp_ms(time_ms));
                 self.out.push_back(Output::Content {
                     destination: d.destination.clone(),
                     liid: d.liid.clone(),
@@ -1339,11 +1295,25 @@ fn call_ref<'a>(
     }
 }
 
-fn timestamp_attr(time_ms: u64) -> Attribute {
-    Attribute::Timestamp {
-        secs: u32::try_from(time_ms / 1000).unwrap_or(u32::MAX),
-        nanos: u32::try_from((time_ms % 1000) * 1_000_000).unwrap_or(0),
+/// The X2 PDU of an IRI record for the agency: its sequence number, time and matched target as
+/// attributes, the record as JSON.
+fn iri_pdu(record: &IriRecord, xid: [u8; 16], correlation: u64) -> Vec<u8> {
+    Pdu {
+        pdu_type: PduType::X2,
+        format: PayloadFormat::Mime,
+        direction: PayloadDirection::NotApplicable,
+        xid,
+        correlation_id: correlation,
+        attributes: vec![
+            Attribute::SequenceNumber(u32::try_from(record.seq).unwrap_or(u32::MAX)),
+            Attribute::timestamp_ms(record.time_ms),
+            Attribute::MatchedTargetId(record.target.clone()),
+            Attribute::MimeContentType(IRI_MIME.to_string()),
+        ],
+        payload: serde_json::to_vec(record).unwrap_or_default(),
     }
+    .encode()
+    .unwrap_or_default()
 }
 
 /// (timestamp, payload type, payload without padding) of a plaintext RTP packet.

@@ -19,7 +19,7 @@ use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 
 use crate::iri::{PoiEvent, POI_EVENT_MIME};
-use crate::warrant::{CallParties, TargetId};
+use crate::warrant::{parse_xid, CallParties, TargetId};
 use crate::x2x3::{Attribute, PayloadDirection, PayloadFormat, Pdu, PduType};
 
 /// Calls tracked at once (beyond this, new calls are not tracked and cannot be tapped; the
@@ -126,40 +126,6 @@ pub fn correlation_id(node: &str, call_id: &str) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// A hyphenated (or plain) hex UUID to its 16 bytes.
-pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() != 32 || s.len() > 36 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let txt = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(txt, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// 16 bytes as a hyphenated UUID.
-pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn timestamp(time_ms: u64) -> Attribute {
-    Attribute::Timestamp {
-        secs: u32::try_from(time_ms / 1000).unwrap_or(u32::MAX),
-        nanos: u32::try_from((time_ms % 1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
 impl Poi {
     pub fn new(node: &str) -> Self {
         Poi {
@@ -216,7 +182,7 @@ impl Poi {
     pub fn set_tasks(&mut self, now_ms: u64, list: &TaskList) -> Result<(), PoiError> {
         let mut parsed = Vec::with_capacity(list.tasks.len());
         for t in &list.tasks {
-            let xid = parse_uuid(&t.xid).ok_or_else(|| PoiError::BadXid { xid: t.xid.clone() })?;
+            let xid = parse_xid(&t.xid).ok_or_else(|| PoiError::BadXid { xid: t.xid.clone() })?;
             let target = TargetId::parse(&t.target).map_err(|e| PoiError::BadTarget {
                 xid: t.xid.clone(),
                 target: t.target.clone(),
@@ -327,7 +293,7 @@ impl Poi {
             correlation_id: corr,
             attributes: vec![
                 Attribute::SequenceNumber(self.seq),
-                timestamp(time_ms),
+                Attribute::timestamp_ms(time_ms),
                 Attribute::MimeContentType(POI_EVENT_MIME.to_string()),
             ],
             payload,
@@ -474,7 +440,10 @@ impl Poi {
         let xid = call.tasks.iter().find(|(_, c)| *c).map(|(x, _)| *x);
         if let Some(xid) = xid {
             self.seq = self.seq.wrapping_add(1);
-            let mut attributes = vec![Attribute::SequenceNumber(self.seq), timestamp(now_ms)];
+            let mut attributes = vec![
+                Attribute::SequenceNumber(self.seq),
+                Attribute::timestamp_ms(now_ms),
+            ];
             match (src, dst) {
                 (SocketAddr::V4(s), SocketAddr::V4(d)) => {
                     attributes.push(Attribute::SourceIpv4(*s.ip()));

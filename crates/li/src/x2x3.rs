@@ -353,6 +353,14 @@ pub enum Attribute {
 }
 
 impl Attribute {
+    /// A timestamp attribute for a Unix time in milliseconds (seconds saturate in 2106).
+    pub fn timestamp_ms(time_ms: u64) -> Attribute {
+        Attribute::Timestamp {
+            secs: u32::try_from(time_ms / 1000).unwrap_or(u32::MAX),
+            nanos: ((time_ms % 1000) * 1_000_000) as u32,
+        }
+    }
+
     /// The attribute's type code.
     pub fn tag(&self) -> u16 {
         match self {

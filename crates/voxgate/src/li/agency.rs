@@ -179,7 +179,7 @@ fn take(
                 .liids
                 .get(&p.xid)
                 .cloned()
-                .unwrap_or_else(|| voxgate_li::poi::format_uuid(&p.xid));
+                .unwrap_or_else(|| voxgate_li::warrant::format_xid(&p.xid));
             let pkt = &p.payload;
             if pkt.len() < 12 {
                 s.bad += 1;

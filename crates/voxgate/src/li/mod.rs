@@ -372,11 +372,9 @@ fn safe_name(s: &str) -> String {
 impl Core {
     /// Carries out the mediation's outputs.
     fn drain(&mut self) {
-        let mut audited = false;
         while let Some(o) = self.med.poll_output() {
             match o {
                 Output::Audit(e) => {
-                    audited = true;
                     let head = self.med.audit_log().head();
                     if let Err(err) = self.audit.write(&e, &head) {
                         tracing::error!(error = %format!("{err:#}"), "audit log write failed");
@@ -431,9 +429,6 @@ impl Core {
                     let _ = self.tasks.send(t);
                 }
             }
-        }
-        if audited {
-            // The head file was replaced with each entry; nothing more to do.
         }
     }
 
