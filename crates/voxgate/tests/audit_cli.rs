@@ -285,36 +285,12 @@ fn assert_agrees(report: &Value, tshark: &[TsharkStream]) -> String {
     table
 }
 
-fn read_wav(p: &Path) -> Vec<i16> {
-    hound::WavReader::open(p)
-        .unwrap()
-        .samples::<i16>()
-        .map(Result::unwrap)
-        .collect()
-}
-
-fn ulaw_quantize(x: i16) -> i16 {
-    // mu-law encode then decode (ITU-T G.191 reference): negative values by their one's
-    // complement. Independent of voxgate-rtp's codec on purpose.
-    let neg = x < 0;
-    let mut v = if neg { !i32::from(x) } else { i32::from(x) } >> 2;
-    v = v.min(8159) + 33;
-    let seg = (0..8).find(|s| v < (64 << s)).unwrap_or(7);
-    let mant = (v >> (seg + 1)) & 0xF;
-    let level = (((mant << 3) + 0x84) << seg) - 0x84;
-    if neg {
-        -(level as i16)
-    } else {
-        level as i16
-    }
-}
-
 /// The recovered audio holds the played speech, sample for sample (after G.711).
 fn assert_audio_is_the_source(wav: &Path) {
-    let got = read_wav(wav);
-    let src: Vec<i16> = read_wav(Path::new(SPEECH))
+    let got = common::read_wav(wav);
+    let src: Vec<i16> = common::read_wav(Path::new(SPEECH))
         .iter()
-        .map(|x| ulaw_quantize(*x))
+        .map(|x| common::ulaw_quantize(*x))
         .collect();
     let n = 8000.min(got.len() / 2);
     assert!(
@@ -382,7 +358,10 @@ fn plain_call_is_decoded_and_agrees_with_tshark() {
     for s in &streams {
         assert_eq!(s["found_by"], "sdp");
         let file = out.join(s["audio"]["file"].as_str().unwrap());
-        if read_wav(&file).iter().any(|x| *x != 0 && x.abs() > 8) {
+        if common::read_wav(&file)
+            .iter()
+            .any(|x| *x != 0 && x.abs() > 8)
+        {
             assert_audio_is_the_source(&file);
             checked += 1;
         }
@@ -489,7 +468,7 @@ fn sdes_keys_in_clear_sip_decrypt_the_call() {
     let mut speech = 0;
     for s in &streams {
         let file = out.join(s["audio"]["file"].as_str().unwrap());
-        if read_wav(&file).iter().any(|x| x.abs() > 8) {
+        if common::read_wav(&file).iter().any(|x| x.abs() > 8) {
             assert_audio_is_the_source(&file);
             speech += 1;
         }

@@ -105,19 +105,6 @@ impl Drop for Node {
     }
 }
 
-fn run_ok(dir: &Path, args: &[&str]) {
-    let out = Command::new(common::voxgate())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn metrics(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
@@ -152,64 +139,6 @@ fn signal(seconds: usize) -> Vec<i16> {
             (tone + noise) as i16
         })
         .collect()
-}
-
-/// ITU-T G.711 mu-law quantization (decode(encode(x))), independent of the binary's codec.
-fn ulaw_quantize(x: i16) -> i16 {
-    let neg = x < 0;
-    let mut v = if neg { !i32::from(x) } else { i32::from(x) } >> 2;
-    v = v.min(8159) + 33;
-    let seg = (0..8).find(|s| v < (64 << s)).unwrap_or(7);
-    let mant = (v >> (seg + 1)) & 0xF;
-    let level = (((mant << 3) + 0x84) << seg) - 0x84;
-    if neg {
-        -(level as i16)
-    } else {
-        level as i16
-    }
-}
-
-fn write_wav(p: &Path, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(p, spec).unwrap();
-    for s in samples {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
-fn read_wav(p: &Path) -> Vec<i16> {
-    hound::WavReader::open(p)
-        .unwrap()
-        .into_samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect()
-}
-
-/// Share of the recording (from its first sound) equal to the mu-law source, aligned.
-fn match_share(rec: &[i16], source: &[i16]) -> (f64, usize) {
-    let Some(first) = rec.iter().position(|x| *x != 0) else {
-        return (0.0, 0);
-    };
-    let q: Vec<i16> = source.iter().map(|x| ulaw_quantize(*x)).collect();
-    let Some(window) = rec.get(first..first + 160) else {
-        return (0.0, 0);
-    };
-    let Some(at) = q.windows(160).position(|w| w == window) else {
-        return (0.0, 0);
-    };
-    let n = (rec.len() - first).min(q.len() - at);
-    let same = rec[first..first + n]
-        .iter()
-        .zip(&q[at..at + n])
-        .filter(|(a, b)| a == b)
-        .count();
-    (same as f64 / n.max(1) as f64, n)
 }
 
 /// Sends one UDP datagram with a forged source through a raw IPv4 socket (IP_HDRINCL), with
@@ -359,7 +288,7 @@ impl Env {
     /// bob answers (and plays the speech back), alice calls him for `secs` seconds.
     fn call(&self, source: &[i16], secs: u32) -> (Node, Node) {
         let dir = &self.dir;
-        write_wav(&dir.join("speech.wav"), source);
+        common::write_wav(&dir.join("speech.wav"), source);
         let bob = Node::start(
             dir,
             "bob",
@@ -422,7 +351,7 @@ fn setup(net: u8, carrier: Carrier, store: Store, engine: &str, shared: bool) ->
     let ip = |h: u8| Ipv4Addr::new(127, 0, net, h);
     let (spg_ip, gwa_ip, gwb_ip) = (ip(1), ip(11), ip(12));
     let dir = common::scratch(&format!("escrow_e2e_{net}"));
-    run_ok(
+    common::run_ok(
         &dir,
         &["cert", "dev", "--out", "certs", "--ip", &spg_ip.to_string()],
     );
@@ -431,7 +360,7 @@ fn setup(net: u8, carrier: Carrier, store: Store, engine: &str, shared: bool) ->
         ("gw1.b.example", gwb_ip),
         ("gw1.c.example", ip(13)),
     ] {
-        run_ok(
+        common::run_ok(
             &dir,
             &[
                 "cert",
@@ -778,8 +707,8 @@ fn escrowed_call(net: u8, carrier: Carrier, store: Store, engine: &str, shared: 
     // no loss on loopback; the first packets before escrow are held, so compare from the
     // first sound on).
     for (who, wav) in [("bob", "bob.wav"), ("alice", "alice.wav")] {
-        let rec = read_wav(&dir.join(wav));
-        let (share, n) = match_share(&rec, &source);
+        let rec = common::read_wav(&dir.join(wav));
+        let (share, n) = common::match_share(&rec, &source);
         assert!(n >= 8000 * 3, "{who}: only {n} aligned samples");
         assert!(share >= 0.98, "{who}: {share} of the samples match");
     }

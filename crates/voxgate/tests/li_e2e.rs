@@ -25,51 +25,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// ITU-T G.711 mu-law quantization (decode(encode(x))), written here independently of the
-/// binary's codec.
-fn ulaw_quantize(x: i16) -> i16 {
-    let neg = x < 0;
-    let mut v = if neg { !i32::from(x) } else { i32::from(x) } >> 2;
-    v = v.min(8159) + 33;
-    let seg = (0..8).find(|s| v < (64 << s)).unwrap_or(7);
-    let mant = (v >> (seg + 1)) & 0xF;
-    let level = (((mant << 3) + 0x84) << seg) - 0x84;
-    if neg {
-        -(level as i16)
-    } else {
-        level as i16
-    }
-}
-
-fn read_wav(p: &Path) -> Vec<i16> {
-    hound::WavReader::open(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .into_samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect()
-}
-
-/// Share of the recording (from its first sound) equal to the quantized source, aligned.
-fn match_share(rec: &[i16], source: &[i16]) -> f64 {
-    let Some(first) = rec.iter().position(|x| *x != 0) else {
-        return 0.0;
-    };
-    let q: Vec<i16> = source.iter().map(|x| ulaw_quantize(*x)).collect();
-    let Some(window) = rec.get(first..first + 160) else {
-        return 0.0;
-    };
-    let Some(at) = q.windows(160).position(|w| w == window) else {
-        return 0.0;
-    };
-    let n = (rec.len() - first).min(q.len() - at);
-    let same = rec[first..first + n]
-        .iter()
-        .zip(&q[at..at + n])
-        .filter(|(a, b)| a == b)
-        .count();
-    same as f64 / n.max(1) as f64
-}
-
 fn verify(dir: &Path, log: &str, public: &str) -> (bool, String) {
     let out = Command::new(common::voxgate())
         .args(["li", "audit", "verify", log, "--public", public])
@@ -106,13 +61,21 @@ fn the_demo_intercepts_only_the_target_and_its_audit_detects_tampering() {
         String::from_utf8_lossy(&run.stderr)
     );
     // The recovered audio, against the source (alice plays the speech, bob it reversed).
-    let speech = read_wav(Path::new(concat!(
+    let speech = common::read_wav(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/fixtures/audio/speech-8k.wav"
     )));
     let reversed: Vec<i16> = speech.iter().rev().copied().collect();
-    let from = match_share(&read_wav(&out.join("intercepted/from-target.wav")), &speech);
-    let to = match_share(&read_wav(&out.join("intercepted/to-target.wav")), &reversed);
+    let from = common::match_share(
+        &common::read_wav(&out.join("intercepted/from-target.wav")),
+        &speech,
+    )
+    .0;
+    let to = common::match_share(
+        &common::read_wav(&out.join("intercepted/to-target.wav")),
+        &reversed,
+    )
+    .0;
     assert!(from > 0.98 && to > 0.98, "from {from}, to {to}");
     // The agency got the same content over the handover.
     let agency_dir = out.join("work/agency-out/DEMO-ALICE-1");
@@ -122,7 +85,7 @@ fn the_demo_intercepts_only_the_target_and_its_audit_detects_tampering() {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with("-from-target.wav"))
         .expect("the agency's copy of the content");
-    assert!(match_share(&read_wav(&agency_from), &speech) > 0.98);
+    assert!(common::match_share(&common::read_wav(&agency_from), &speech).0 > 0.98);
     // IRI: only alice's call, in order, one correlation ID.
     let all: Vec<Value> = std::fs::read_to_string(out.join("iri.json"))
         .unwrap()
@@ -303,19 +266,6 @@ impl Drop for Li {
     }
 }
 
-fn run_ok(dir: &Path, args: &[&str]) {
-    let out = Command::new(common::voxgate())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const API: &str = "127.0.46.5:7443";
 
 fn tls_config(dir: &Path, officer: Option<&str>) -> rustls::ClientConfig {
@@ -397,7 +347,7 @@ fn now_ms() -> u64 {
 #[test]
 fn the_warrant_api_refuses_abuse_audits_it_and_survives_a_restart() {
     let dir = common::scratch("li_e2e_api");
-    run_ok(&dir, &["cert", "ca", "--out", "certs"]);
+    common::run_ok(&dir, &["cert", "ca", "--out", "certs"]);
     for (name, ip, client) in [
         ("li.example", Some("127.0.46.5"), false),
         ("officer-1", None, true),
@@ -422,9 +372,9 @@ fn the_warrant_api_refuses_abuse_audits_it_and_survives_a_restart() {
         if client {
             args.push("--client-only");
         }
-        run_ok(&dir, &args);
+        common::run_ok(&dir, &args);
     }
-    run_ok(&dir, &["li", "keygen", "--out", "keys"]);
+    common::run_ok(&dir, &["li", "keygen", "--out", "keys"]);
     std::fs::write(
         dir.join("li.toml"),
         r#"node = "li-test"

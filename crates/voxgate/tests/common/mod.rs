@@ -129,3 +129,79 @@ impl Drop for Proxy {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the binary to completion in `dir`; fails the test with its stderr otherwise.
+pub fn run_ok(dir: &Path, args: &[&str]) {
+    let out = Command::new(voxgate())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// ITU-T G.711 mu-law quantization (decode(encode(x)), as the G.191 reference code does it:
+/// negative values by their one's complement), written here independently of voxgate-rtp's
+/// codec so that audio checks do not trust the code under test.
+pub fn ulaw_quantize(x: i16) -> i16 {
+    let neg = x < 0;
+    let mut v = if neg { !i32::from(x) } else { i32::from(x) } >> 2;
+    v = v.min(8159) + 33;
+    let seg = (0..8).find(|s| v < (64 << s)).unwrap_or(7);
+    let mant = (v >> (seg + 1)) & 0xF;
+    let level = (((mant << 3) + 0x84) << seg) - 0x84;
+    if neg {
+        -(level as i16)
+    } else {
+        level as i16
+    }
+}
+
+/// An 8 kHz mono 16-bit WAV.
+pub fn write_wav(p: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(p, spec).unwrap();
+    for s in samples {
+        w.write_sample(*s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+pub fn read_wav(p: &Path) -> Vec<i16> {
+    hound::WavReader::open(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .into_samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect()
+}
+
+/// Share of the recording (from its first sound) equal to the mu-law-quantized source, aligned
+/// on the first 20 ms that match exactly; and how many samples were compared.
+pub fn match_share(rec: &[i16], source: &[i16]) -> (f64, usize) {
+    let Some(first) = rec.iter().position(|x| *x != 0) else {
+        return (0.0, 0);
+    };
+    let q: Vec<i16> = source.iter().map(|x| ulaw_quantize(*x)).collect();
+    let Some(window) = rec.get(first..first + 160) else {
+        return (0.0, 0);
+    };
+    let Some(at) = q.windows(160).position(|w| w == window) else {
+        return (0.0, 0);
+    };
+    let n = (rec.len() - first).min(q.len() - at);
+    let same = rec[first..first + n]
+        .iter()
+        .zip(&q[at..at + n])
+        .filter(|(a, b)| a == b)
+        .count();
+    (same as f64 / n.max(1) as f64, n)
+}
