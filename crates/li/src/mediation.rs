@@ -1117,19 +1117,14 @@ impl Mediation {
             });
         };
         // Authorized now? (a warrant can end between two datagrams)
-        let mut authorized = false;
-        for d in call
-            .deliveries
-            .iter_mut()
-            .filter(|d| !d.closed && d.content)
-        {
-            if d.start_ms <= now_ms && now_ms < d.end_ms {
-                authorized = true;
-            }
-        }
-        if !authorized {
+        let open = || call.deliveries.iter().filter(|d| !d.closed && d.content);
+        if !open().any(|d| d.start_ms <= now_ms && now_ms < d.end_ms) {
             self.stats.content_refused += 1;
-            self.enforce(now_ms);
+            // A content delivery whose window just ended is closed now (once: afterwards it
+            // is closed, and refusing the call's further datagrams scans nothing).
+            if open().next().is_some() {
+                self.enforce(now_ms);
+            }
             return Err(MediationError::NotAuthorized { correlation });
         }
         if call.sessions.iter().any(|s| s.streams.is_none()) {
